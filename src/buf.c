@@ -1,0 +1,79 @@
+#include "buf.h"
+
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void dn_buf_init(dn_buf *b)
+{
+    b->data = NULL;
+    b->len = 0;
+    b->cap = 0;
+    b->failed = false;
+}
+
+void dn_buf_free(dn_buf *b)
+{
+    free(b->data);
+    dn_buf_init(b);
+}
+
+void dn_buf_clear(dn_buf *b)
+{
+    b->len = 0;
+    b->failed = false;
+}
+
+bool dn_buf_reserve(dn_buf *b, size_t extra)
+{
+    if (b->failed) return false;
+    if (extra <= b->cap - b->len) return true;
+    size_t want = b->len + extra;
+    if (want < b->len) {
+        b->failed = true;
+        return false;
+    }
+    size_t cap = b->cap ? b->cap : 64;
+    while (cap < want) cap = cap > SIZE_MAX / 2 ? want : cap * 2;
+    char *grown = realloc(b->data, cap);
+    if (!grown) {
+        b->failed = true;
+        return false;
+    }
+    b->data = grown;
+    b->cap = cap;
+    return true;
+}
+
+void dn_buf_append(dn_buf *b, const void *data, size_t len)
+{
+    if (len == 0 || !dn_buf_reserve(b, len)) return;
+    memcpy(b->data + b->len, data, len);
+    b->len += len;
+}
+
+void dn_buf_append_str(dn_buf *b, const char *s)
+{
+    dn_buf_append(b, s, strlen(s));
+}
+
+void dn_buf_append_char(dn_buf *b, char c)
+{
+    if (!dn_buf_reserve(b, 1)) return;
+    b->data[b->len++] = c;
+}
+
+void dn_buf_append_int(dn_buf *b, long long v)
+{
+    char digits[24];
+    int n = snprintf(digits, sizeof digits, "%lld", v);
+    dn_buf_append(b, digits, (size_t)n);
+}
+
+bool dn_buf_terminate(dn_buf *b)
+{
+    if (!dn_buf_reserve(b, 1)) return false;
+    b->data[b->len] = '\0';
+    return true;
+}

@@ -1,0 +1,26 @@
+/* A growable byte buffer: the one place that owns realloc arithmetic. */
+#ifndef DN_BUF_H
+#define DN_BUF_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+typedef struct dn_buf {
+    char *data;
+    size_t len;
+    size_t cap;
+    bool failed; /* an allocation failed: contents are incomplete */
+} dn_buf;
+
+void dn_buf_init(dn_buf *b);
+void dn_buf_free(dn_buf *b);
+void dn_buf_clear(dn_buf *b);
+bool dn_buf_reserve(dn_buf *b, size_t extra);
+void dn_buf_append(dn_buf *b, const void *data, size_t len);
+void dn_buf_append_str(dn_buf *b, const char *s);
+void dn_buf_append_char(dn_buf *b, char c);
+void dn_buf_append_int(dn_buf *b, long long v);
+/* NUL-terminates without counting the terminator in len; false when out of memory. */
+bool dn_buf_terminate(dn_buf *b);
+
+#endif

@@ -1,0 +1,128 @@
+/* A client: its settings, the events it accepted, the attempts it has in flight and
+ * what it counted. Clients of one Lua state share a hub: one transport, pumped
+ * together, and one list of failure reports waiting for on_error. */
+#ifndef DN_CLIENT_H
+#define DN_CLIENT_H
+
+#include "policy.h"
+#include "queue.h"
+#include "transport.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct dn_config {
+    char *endpoint; /* NULL: nothing is accepted (NO_ENDPOINT) */
+    char *user_agent;
+    char *ca_file;
+    char *ca_path;
+    char *proxy;
+    bool insecure;
+    int64_t timeout_ms;
+    int64_t connect_timeout_ms;
+    size_t max_queue;
+    size_t max_in_flight;
+    size_t max_retries;
+    size_t max_body;
+    int64_t retry_base_ms;
+    int64_t retry_max_ms;
+    int64_t session_timeout_ms;
+    struct curl_slist *headers; /* "Name: value" lines sent with every event */
+} dn_config;
+
+void dn_config_defaults(dn_config *config);
+void dn_config_free(dn_config *config);
+/* Sets a string field of config to a copy of value (NULL clears it). */
+bool dn_config_set_string(char **field, const char *value);
+bool dn_config_add_header(dn_config *config, const char *name, const char *value);
+
+typedef struct dn_stats {
+    uint64_t sent;      /* delivered: a 2xx answer */
+    uint64_t failed;    /* failed for good, reported to on_error */
+    uint64_t dropped;   /* refused by emit for want of room (QUEUE_FULL) */
+    uint64_t retries;   /* further attempts scheduled after a retryable failure */
+    uint64_t cancelled; /* undelivered when the client was closed */
+} dn_stats;
+
+/* A failure waiting to be passed to on_error from the next pump, flush or close. */
+typedef struct dn_report {
+    struct dn_report *next;
+    struct dn_client *client;
+    char code[DN_CODE_MAX + 1];
+    long status;    /* HTTP status, 0 when none */
+    char *message;  /* malloc'd, may be NULL */
+    dn_event *event; /* the failed event (owned), NULL for storage errors */
+    unsigned attempts;
+} dn_report;
+
+void dn_report_free(dn_report *report);
+
+typedef struct dn_hub dn_hub;
+
+typedef struct dn_client {
+    dn_hub *hub;
+    struct dn_client *prev, *next; /* in hub->clients */
+    dn_config config;
+    dn_transport_options transport_options;
+    dn_queue queue;
+    dn_slot *slots; /* max_in_flight of them, opened on first use */
+    size_t in_flight;
+    int64_t paused_until_ms; /* Retry-After: no attempt of this client starts before */
+    dn_stats stats;
+    size_t reports_pending;
+    bool wants_reports; /* false: failures are counted, not reported */
+    bool closed;
+    void *host; /* the binding's per-client data */
+} dn_client;
+
+struct dn_hub {
+    dn_transport transport;
+    dn_client *clients;
+    unsigned refs;  /* the Lua-side hub object and each client */
+    size_t pending; /* queued and in flight, over all clients */
+    dn_report *reports_head, *reports_tail;
+    /* Set when some client stopped being busy: the binding may release its anchor. */
+    bool idle_clients;
+};
+
+dn_hub *dn_hub_new(void);
+void dn_hub_release(dn_hub *hub);
+/* Never waits: finishes completed attempts, starts due ones. Answers the number of
+ * events queued or in flight over all clients. */
+size_t dn_hub_pump(dn_hub *hub);
+/* How long a flush may sleep before something is due, capped at limit_ms. */
+int dn_hub_idle_ms(dn_hub *hub, int64_t now_ms, int limit_ms);
+void dn_hub_wait(dn_hub *hub, int timeout_ms);
+dn_report *dn_hub_take_report(dn_hub *hub);
+/* Makes sure the hub does not carry a parent process's transfers. */
+void dn_hub_check_fork(dn_hub *hub);
+
+/* Takes ownership of config (also on failure). */
+dn_client *dn_client_new(dn_hub *hub, dn_config *config);
+void dn_client_free(dn_client *client);
+
+typedef enum dn_accept {
+    DN_ACCEPTED,
+    DN_REFUSED_NO_ENDPOINT,
+    DN_REFUSED_CLOSED,
+    DN_REFUSED_TOO_LARGE,
+    DN_REFUSED_QUEUE_FULL,
+    DN_REFUSED_NO_MEMORY,
+} dn_accept;
+
+/* Checks what can be checked before the body is built, so a refused event costs
+ * nothing; counts QUEUE_FULL refusals in stats.dropped. */
+dn_accept dn_client_can_accept(dn_client *client);
+dn_accept dn_client_accept(dn_client *client, const char *body, size_t body_len,
+                           const char *user_agent, size_t user_agent_len, const char *client_ip,
+                           size_t client_ip_len);
+size_t dn_client_pending(const dn_client *client);
+bool dn_client_busy(const dn_client *client);
+/* Queues a report not tied to an event (a storage that failed). */
+void dn_client_report(dn_client *client, const char *code, const char *message);
+/* Cancels what is in flight and drops what is queued; answers how many events were
+ * undelivered. Idempotent. */
+size_t dn_client_close(dn_client *client);
+
+#endif

@@ -1,0 +1,1332 @@
+/* The Lua binding: turns Lua values into calls of the C core and back. Nothing about
+ * the wire, the ids or the schedule lives here; see client.c, session.c, transport.c. */
+#include "client.h"
+#include "compat.h"
+#include "file_store.h"
+#include "ids.h"
+#include "process.h"
+#include "session.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define HUB_KEY        "dukanext.hub"
+#define HUB_MT         "dukanext.hub"
+#define CLIENT_MT      "dukanext.client"
+#define FILE_STORE_MT  "dukanext.file_storage"
+
+/* Every module function and client method shares these upvalues. */
+#define UV_HUB    1 /* the hub box of this Lua state */
+#define UV_ENCODE 2 /* encode of our private lua-cjson instance */
+#define UV_DECODE 3
+#define UV_BODY   4 /* the event table, reused by every emit */
+#define UV_EMPTY  5 /* {} sent as metadata when none is given */
+#define UV_COUNT  5
+
+/* Deep enough for any sensible metadata, shallow enough to stop cycles quickly. */
+#define METADATA_MAX_DEPTH 32
+#define USER_AGENT_MAX     2048
+#define CLIENT_IP_MAX      255
+#define CUSTOMERS_ID_MAX   1024
+
+typedef struct hub_box {
+    dn_hub *hub;
+    int default_ref; /* the module-level client */
+} hub_box;
+
+/* What the binding keeps per client, beside the core client. */
+typedef struct lclient {
+    dn_client *core;
+    int storage_ref;
+    int on_error_ref;
+    int fallback_ref; /* weak-keyed: storage -> {key = value} it could not keep */
+    int anchor_ref;   /* the client's own userdata while it has work left */
+    char *customers_id;
+} lclient;
+
+typedef struct client_box {
+    lclient *lc; /* NULL until fully built and after collection */
+} client_box;
+
+typedef struct file_store_box {
+    dn_file_store *store;
+} file_store_box;
+
+static hub_box *upvalue_hub(lua_State *L)
+{
+    return lua_touserdata(L, lua_upvalueindex(UV_HUB));
+}
+
+static int refuse(lua_State *L, const char *code, const char *fmt, ...)
+{
+    char reason[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(reason, sizeof reason, fmt, ap);
+    va_end(ap);
+    lua_pushnil(L);
+    lua_pushfstring(L, "%s: %s", code, reason);
+    return 2;
+}
+
+static void warn(const char *what, const char *detail)
+{
+    /* OpenResty sends stderr to nginx's error log; a game sees it on its console. */
+    fprintf(stderr, "dukanext: %s: %s\n", what, detail ? detail : "(no message)");
+}
+
+static const char *error_text(lua_State *L, int idx)
+{
+    const char *msg = lua_tostring(L, idx);
+    return msg ? msg : "(error object is not a string)";
+}
+
+/* ---- clients: lookup, anchors, reports ---- */
+
+static lclient *check_client(lua_State *L, int idx)
+{
+    client_box *box = luaL_checkudata(L, idx, CLIENT_MT);
+    if (!box->lc) luaL_argerror(L, idx, "client is being collected");
+    return box->lc;
+}
+
+/* A client with work left holds a registry reference to itself, so dropping the
+ * last Lua reference does not drop its events. */
+static void anchor_if_busy(lua_State *L, lclient *lc, int self)
+{
+    if (lc->anchor_ref == LUA_NOREF && dn_client_busy(lc->core)) {
+        lua_pushvalue(L, self);
+        lc->anchor_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    }
+}
+
+static void release_anchor(lua_State *L, lclient *lc)
+{
+    if (lc->anchor_ref == LUA_NOREF) return;
+    luaL_unref(L, LUA_REGISTRYINDEX, lc->anchor_ref);
+    lc->anchor_ref = LUA_NOREF;
+}
+
+static void release_idle_anchors(lua_State *L, dn_hub *hub)
+{
+    if (!hub->idle_clients) return;
+    hub->idle_clients = false;
+    /* luaL_unref never allocates, so no finalizer can unlink a client mid-walk. */
+    for (dn_client *c = hub->clients; c; c = c->next)
+        if (!dn_client_busy(c)) release_anchor(L, c->host);
+}
+
+static void set_field_string(lua_State *L, const char *name, const char *value)
+{
+    lua_pushstring(L, value);
+    lua_setfield(L, -2, name);
+}
+
+static void push_error_table(lua_State *L, const dn_report *r)
+{
+    lua_createtable(L, 0, 6);
+    set_field_string(L, "code", r->code);
+    if (r->status > 0) {
+        lua_pushinteger(L, (lua_Integer)r->status);
+        lua_setfield(L, -2, "status");
+    }
+    if (r->message) set_field_string(L, "message", r->message);
+    if (!r->event) return;
+    lua_pushinteger(L, (lua_Integer)r->attempts);
+    lua_setfield(L, -2, "attempts");
+    lua_pushlstring(L, dn_event_body(r->event), r->event->body_len);
+    lua_setfield(L, -2, "body");
+    /* The name is read back from the body: keeping it apart would cost every event. */
+    lua_pushvalue(L, lua_upvalueindex(UV_DECODE));
+    lua_pushlstring(L, dn_event_body(r->event), r->event->body_len);
+    if (lua_pcall(L, 1, 1, 0) == LUA_OK && lua_istable(L, -1)) {
+        lua_getfield(L, -1, "event");
+        lua_setfield(L, -3, "event");
+    }
+    lua_pop(L, 1);
+}
+
+/* Runs on_error for each failure waiting. Callbacks run under pcall: what they raise
+ * is reported on stderr and never unwinds into the core. */
+static void deliver_reports(lua_State *L, hub_box *hb)
+{
+    dn_report *r;
+    while ((r = dn_hub_take_report(hb->hub))) {
+        lclient *lc = r->client->host;
+        if (lc->on_error_ref != LUA_NOREF) {
+            int top = lua_gettop(L);
+            /* Holding the client on the stack keeps it alive whatever the callback does. */
+            lua_rawgeti(L, LUA_REGISTRYINDEX, lc->anchor_ref);
+            lua_rawgeti(L, LUA_REGISTRYINDEX, lc->on_error_ref);
+            push_error_table(L, r);
+            if (lua_pcall(L, 1, 0, 0) != LUA_OK) warn("on_error raised", error_text(L, -1));
+            lua_settop(L, top);
+        }
+        dn_report_free(r);
+    }
+}
+
+static void after_work(lua_State *L, hub_box *hb)
+{
+    if (hb->hub->reports_head) deliver_reports(L, hb);
+    release_idle_anchors(L, hb->hub);
+}
+
+/* ---- storage: the host's get/set callbacks and the memory behind them ---- */
+
+typedef enum store_read { STORE_FOUND, STORE_MISSING, STORE_FAILED } store_read;
+
+/* Inside lua_pcall: storage[method](key [, value]), with whatever metatables the
+ * storage has, so errors from __index are caught too. */
+static int storage_call_protected(lua_State *L)
+{
+    int nargs = lua_gettop(L) - 2;
+    const char *method = lua_tostring(L, 2);
+    lua_getfield(L, 1, method);
+    if (!lua_isfunction(L, -1)) return luaL_error(L, "storage has no %s function", method);
+    lua_insert(L, 3);
+    lua_call(L, nargs, 1);
+    return 1;
+}
+
+static void report_storage_error(lua_State *L, lclient *lc, const char *method, const char *key,
+                                 const char *problem)
+{
+    char message[512];
+    snprintf(message, sizeof message, "storage.%s(\"%s\") %s", method, key, problem);
+    dn_client_report(lc->core, "STORAGE_ERROR", message);
+    (void)L;
+}
+
+/* Pushes one value: the stored string, or nil when missing or failed. */
+static store_read storage_read(lua_State *L, lclient *lc, int storage, const char *key)
+{
+    lua_pushcfunction(L, storage_call_protected);
+    lua_pushvalue(L, storage);
+    lua_pushliteral(L, "get");
+    lua_pushstring(L, key);
+    if (lua_pcall(L, 3, 1, 0) != LUA_OK) {
+        char problem[400];
+        snprintf(problem, sizeof problem, "raised: %s", error_text(L, -1));
+        report_storage_error(L, lc, "get", key, problem);
+    } else if (lua_type(L, -1) == LUA_TSTRING) {
+        return STORE_FOUND;
+    } else if (lua_isnil(L, -1)) {
+        return STORE_MISSING;
+    } else {
+        char problem[64];
+        snprintf(problem, sizeof problem, "returned a %s", luaL_typename(L, -1));
+        report_storage_error(L, lc, "get", key, problem);
+    }
+    lua_pop(L, 1);
+    lua_pushnil(L);
+    return STORE_FAILED;
+}
+
+static bool storage_write(lua_State *L, lclient *lc, int storage, const char *key,
+                          const char *value, size_t len)
+{
+    lua_pushcfunction(L, storage_call_protected);
+    lua_pushvalue(L, storage);
+    lua_pushliteral(L, "set");
+    lua_pushstring(L, key);
+    lua_pushlstring(L, value, len);
+    bool ok = lua_pcall(L, 4, 1, 0) == LUA_OK;
+    if (!ok) {
+        char problem[400];
+        snprintf(problem, sizeof problem, "raised: %s", error_text(L, -1));
+        report_storage_error(L, lc, "set", key, problem);
+    }
+    lua_pop(L, 1);
+    return ok;
+}
+
+/* When a storage fails, the id is kept here instead, per storage object, so the
+ * visitor keeps one id for the life of the process. Pushes the value or nil. */
+static void fallback_read(lua_State *L, lclient *lc, int storage, const char *key)
+{
+    if (lc->fallback_ref == LUA_NOREF) {
+        lua_pushnil(L);
+        return;
+    }
+    lua_rawgeti(L, LUA_REGISTRYINDEX, lc->fallback_ref);
+    lua_pushvalue(L, storage);
+    lua_rawget(L, -2);
+    if (lua_istable(L, -1)) {
+        lua_pushstring(L, key);
+        lua_rawget(L, -2);
+    } else {
+        lua_pushnil(L);
+    }
+    lua_replace(L, -3);
+    lua_pop(L, 1);
+}
+
+static void fallback_write(lua_State *L, lclient *lc, int storage, const char *key,
+                           const char *value, size_t len)
+{
+    if (lc->fallback_ref == LUA_NOREF) {
+        lua_newtable(L);
+        lua_createtable(L, 0, 1);
+        lua_pushliteral(L, "k");
+        lua_setfield(L, -2, "__mode");
+        lua_setmetatable(L, -2);
+        lc->fallback_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    }
+    lua_rawgeti(L, LUA_REGISTRYINDEX, lc->fallback_ref);
+    lua_pushvalue(L, storage);
+    lua_rawget(L, -2);
+    if (!lua_istable(L, -1)) {
+        lua_pop(L, 1);
+        lua_createtable(L, 0, 2);
+        lua_pushvalue(L, storage);
+        lua_pushvalue(L, -2);
+        lua_rawset(L, -4);
+    }
+    lua_pushstring(L, key);
+    lua_pushlstring(L, value, len);
+    lua_rawset(L, -3);
+    lua_pop(L, 2);
+}
+
+/* Reads key into a value on the stack (string or nil): from the storage, else from
+ * what the storage failed to keep earlier. */
+static store_read read_record(lua_State *L, lclient *lc, int storage, const char *key,
+                              bool *from_fallback)
+{
+    store_read r = storage_read(L, lc, storage, key);
+    *from_fallback = false;
+    if (r != STORE_FOUND) {
+        lua_pop(L, 1);
+        fallback_read(L, lc, storage, key);
+        *from_fallback = !lua_isnil(L, -1);
+    }
+    return r;
+}
+
+static void write_record(lua_State *L, lclient *lc, int storage, store_read how_read,
+                         const char *key, const char *value, size_t len)
+{
+    /* A storage whose get failed is not trusted with the set either. */
+    if (how_read == STORE_FAILED || !storage_write(L, lc, storage, key, value, len))
+        fallback_write(L, lc, storage, key, value, len);
+}
+
+static bool resolve_user_id(lua_State *L, lclient *lc, int storage, char out[DN_ID_MAX + 1],
+                            size_t *out_len)
+{
+    bool from_fallback;
+    store_read r = read_record(L, lc, storage, DN_USER_ID_KEY, &from_fallback);
+    size_t len = 0;
+    const char *stored = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &len) : NULL;
+    dn_id_outcome outcome = dn_user_id_resolve(stored, len, dn_wall_ms(), out, out_len);
+    lua_pop(L, 1);
+    if (outcome == DN_ID_FAILED) return false;
+    if (outcome == DN_ID_CREATED || from_fallback)
+        write_record(L, lc, storage, r, DN_USER_ID_KEY, out, *out_len);
+    return true;
+}
+
+/* page: the first page to remember when the session has none yet (may be NULL). */
+static bool resolve_session(lua_State *L, lclient *lc, int storage, const char *page,
+                            size_t page_len, dn_session *session)
+{
+    bool from_fallback;
+    store_read r = read_record(L, lc, storage, DN_SESSION_ID_KEY, &from_fallback);
+    size_t len = 0;
+    const char *stored = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &len) : NULL;
+    dn_id_outcome outcome = dn_session_resolve(stored, len, dn_wall_ms(),
+                                               lc->core->config.session_timeout_ms, session);
+    lua_pop(L, 1);
+    if (outcome == DN_ID_FAILED) return false;
+    if (!session->start_page && page && page_len <= DN_START_PAGE_MAX)
+        dn_session_set_start_page(session, page, page_len);
+    dn_buf record;
+    dn_buf_init(&record);
+    dn_session_record_format(session, &record);
+    if (!record.failed)
+        write_record(L, lc, storage, r, DN_SESSION_ID_KEY, record.data, record.len);
+    dn_buf_free(&record);
+    return true;
+}
+
+static bool is_storage(lua_State *L, int idx)
+{
+    int t = lua_type(L, idx);
+    return t == LUA_TTABLE || t == LUA_TUSERDATA;
+}
+
+/* Pushes the storage to use: the argument when given (arg 0: none), else the
+ * client's own. */
+static int push_storage(lua_State *L, lclient *lc, int arg)
+{
+    if (arg != 0 && !lua_isnoneornil(L, arg)) {
+        luaL_argcheck(L, is_storage(L, arg), arg, "storage must be a table with get and set");
+        lua_pushvalue(L, arg);
+    } else {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, lc->storage_ref);
+    }
+    return lua_gettop(L);
+}
+
+static int memory_get(lua_State *L)
+{
+    luaL_checkstring(L, 1);
+    lua_settop(L, 1);
+    lua_rawget(L, lua_upvalueindex(1));
+    return 1;
+}
+
+static int memory_set(lua_State *L)
+{
+    luaL_checkstring(L, 1);
+    if (!lua_isnil(L, 2)) luaL_checkstring(L, 2);
+    lua_settop(L, 2);
+    lua_rawset(L, lua_upvalueindex(1));
+    return 0;
+}
+
+static void push_memory_storage(lua_State *L)
+{
+    lua_createtable(L, 0, 2);
+    lua_newtable(L);
+    lua_pushvalue(L, -1);
+    lua_pushcclosure(L, memory_get, 1);
+    lua_setfield(L, -3, "get");
+    lua_pushcclosure(L, memory_set, 1);
+    lua_setfield(L, -2, "set");
+}
+
+static int module_memory_storage(lua_State *L)
+{
+    push_memory_storage(L);
+    return 1;
+}
+
+static dn_file_store *check_file_store(lua_State *L)
+{
+    file_store_box *box = lua_touserdata(L, lua_upvalueindex(1));
+    return box->store;
+}
+
+static int file_get(lua_State *L)
+{
+    const char *key = luaL_checkstring(L, 1);
+    dn_file_store *store = check_file_store(L);
+    const char *value;
+    size_t len;
+    if (!dn_file_store_get(store, key, &value, &len)) return luaL_error(L, "%s", store->error);
+    if (value) lua_pushlstring(L, value, len);
+    else lua_pushnil(L);
+    return 1;
+}
+
+static int file_set(lua_State *L)
+{
+    const char *key = luaL_checkstring(L, 1);
+    size_t len;
+    const char *value = luaL_checklstring(L, 2, &len);
+    dn_file_store *store = check_file_store(L);
+    if (!dn_file_store_set(store, key, value, len)) return luaL_error(L, "%s", store->error);
+    return 0;
+}
+
+static int file_store_gc(lua_State *L)
+{
+    file_store_box *box = lua_touserdata(L, 1);
+    dn_file_store_free(box->store);
+    box->store = NULL;
+    return 0;
+}
+
+static int module_file_storage(lua_State *L)
+{
+    size_t len;
+    const char *path = luaL_checklstring(L, 1, &len);
+    luaL_argcheck(L, len > 0 && strlen(path) == len, 1, "path must be a non-empty string");
+    lua_createtable(L, 0, 2);
+    file_store_box *box = lua_newuserdata(L, sizeof *box);
+    box->store = NULL;
+    luaL_getmetatable(L, FILE_STORE_MT);
+    lua_setmetatable(L, -2);
+    box->store = dn_file_store_new(path);
+    if (!box->store) return luaL_error(L, "dukanext: out of memory");
+    lua_pushvalue(L, -1);
+    lua_pushcclosure(L, file_get, 1);
+    lua_setfield(L, -3, "get");
+    lua_pushcclosure(L, file_set, 1);
+    lua_setfield(L, -2, "set");
+    return 1;
+}
+
+/* ---- options ---- */
+
+typedef enum option_kind {
+    OPT_URL,
+    OPT_TEXT,
+    OPT_SECONDS,
+    OPT_COUNT,
+    OPT_FLAG,
+    OPT_HEADERS,
+    OPT_STORAGE,
+    OPT_CALLBACK,
+} option_kind;
+
+typedef struct option_spec {
+    const char *name;
+    option_kind kind;
+    size_t offset; /* of the dn_config field it sets */
+    double min, max;
+} option_spec;
+
+#define CONFIG_FIELD(f) offsetof(dn_config, f)
+
+static const option_spec option_specs[] = {
+    {"endpoint", OPT_URL, CONFIG_FIELD(endpoint), 0, 0},
+    {"storage", OPT_STORAGE, 0, 0, 0},
+    {"session_timeout", OPT_SECONDS, CONFIG_FIELD(session_timeout_ms), 0.001, 1e9},
+    {"timeout", OPT_SECONDS, CONFIG_FIELD(timeout_ms), 0.001, 1e6},
+    {"connect_timeout", OPT_SECONDS, CONFIG_FIELD(connect_timeout_ms), 0.001, 1e6},
+    {"max_queue", OPT_COUNT, CONFIG_FIELD(max_queue), 1, 1e9},
+    {"max_in_flight", OPT_COUNT, CONFIG_FIELD(max_in_flight), 1, 1024},
+    {"max_retries", OPT_COUNT, CONFIG_FIELD(max_retries), 0, 100},
+    {"retry_base", OPT_SECONDS, CONFIG_FIELD(retry_base_ms), 0, 1e6},
+    {"retry_max", OPT_SECONDS, CONFIG_FIELD(retry_max_ms), 0, 1e6},
+    {"max_body", OPT_COUNT, CONFIG_FIELD(max_body), 256, 1073741824},
+    {"headers", OPT_HEADERS, 0, 0, 0},
+    {"user_agent", OPT_TEXT, CONFIG_FIELD(user_agent), 0, 0},
+    {"ca_file", OPT_TEXT, CONFIG_FIELD(ca_file), 0, 0},
+    {"ca_path", OPT_TEXT, CONFIG_FIELD(ca_path), 0, 0},
+    {"proxy", OPT_TEXT, CONFIG_FIELD(proxy), 0, 0},
+    {"insecure", OPT_FLAG, CONFIG_FIELD(insecure), 0, 0},
+    {"on_error", OPT_CALLBACK, 0, 0, 0},
+};
+
+#define OPTION_COUNT (sizeof option_specs / sizeof option_specs[0])
+
+static const option_spec *find_option(const char *name)
+{
+    for (size_t i = 0; i < OPTION_COUNT; i++)
+        if (strcmp(option_specs[i].name, name) == 0) return &option_specs[i];
+    return NULL;
+}
+
+/* A value that goes into a header line or a curl option: no NUL, CR or LF. */
+static bool is_single_line(const char *s, size_t len)
+{
+    return strlen(s) == len && !strpbrk(s, "\r\n");
+}
+
+static bool is_header_name(const char *s, size_t len)
+{
+    if (len == 0 || strlen(s) != len) return false;
+    for (size_t i = 0; i < len; i++) {
+        char c = s[i];
+        bool alnum = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+        if (!alnum && !strchr("!#$%&'*+-.^_`|~", c)) return false;
+    }
+    return true;
+}
+
+/* Headers dukanext sets itself; letting a user set them would break the protocol. */
+static bool is_reserved_header(const char *name)
+{
+    static const char *const reserved[] = {
+        "content-type", "content-length", "transfer-encoding", "host", "expect", "connection",
+        "idempotency-key", "x-dukanext-attempt", NULL,
+    };
+    for (size_t i = 0; reserved[i]; i++)
+        if (strcasecmp(name, reserved[i]) == 0) return true;
+    return false;
+}
+
+static const char *endpoint_problem(const char *url, size_t len)
+{
+    if (!is_single_line(url, len)) return "must not contain NUL, CR or LF";
+    CURLU *u = curl_url();
+    if (!u) return "could not be checked (out of memory)";
+    const char *problem = NULL;
+    char *scheme = NULL, *host = NULL;
+    if (curl_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK) {
+        problem = "is not a valid URL";
+    } else if (curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
+               (strcasecmp(scheme, "http") != 0 && strcasecmp(scheme, "https") != 0)) {
+        problem = "must be an http:// or https:// URL";
+    } else if (curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK || !host || !*host) {
+        problem = "has no host";
+    }
+    curl_free(scheme);
+    curl_free(host);
+    curl_url_cleanup(u);
+    return problem;
+}
+
+static void check_headers_option(lua_State *L, int idx)
+{
+    if (!lua_istable(L, idx)) luaL_error(L, "dukanext: option 'headers' must be a table");
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        size_t name_len, value_len;
+        if (lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) != LUA_TSTRING)
+            luaL_error(L, "dukanext: option 'headers' maps header names to string values");
+        const char *name = lua_tolstring(L, -2, &name_len);
+        const char *value = lua_tolstring(L, -1, &value_len);
+        if (!is_header_name(name, name_len))
+            luaL_error(L, "dukanext: option 'headers': '%s' is not a valid header name", name);
+        if (is_reserved_header(name))
+            luaL_error(L, "dukanext: option 'headers': '%s' is set by dukanext itself", name);
+        if (!is_single_line(value, value_len))
+            luaL_error(L, "dukanext: option 'headers': the value of '%s' contains NUL, CR or LF",
+                       name);
+        lua_pop(L, 1);
+    }
+}
+
+static int storage_has_functions_protected(lua_State *L)
+{
+    lua_getfield(L, 1, "get");
+    lua_getfield(L, 1, "set");
+    lua_pushboolean(L, lua_isfunction(L, -2) && lua_isfunction(L, -1));
+    return 1;
+}
+
+static void check_option(lua_State *L, const option_spec *spec, int value)
+{
+    int t = lua_type(L, value);
+    size_t len;
+    switch (spec->kind) {
+    case OPT_URL: {
+        if (t != LUA_TSTRING) luaL_error(L, "dukanext: option '%s' must be a URL string", spec->name);
+        const char *url = lua_tolstring(L, value, &len);
+        const char *problem = endpoint_problem(url, len);
+        if (problem) luaL_error(L, "dukanext: option '%s' %s: %s", spec->name, problem, url);
+        break;
+    }
+    case OPT_TEXT:
+        if (t != LUA_TSTRING) luaL_error(L, "dukanext: option '%s' must be a string", spec->name);
+        if (!is_single_line(lua_tolstring(L, value, &len), len))
+            luaL_error(L, "dukanext: option '%s' must not contain NUL, CR or LF", spec->name);
+        break;
+    case OPT_SECONDS:
+    case OPT_COUNT: {
+        double n = lua_tonumber(L, value);
+        const char *unit = spec->kind == OPT_SECONDS ? "a number of seconds" : "an integer";
+        if (t != LUA_TNUMBER || n != n || n < spec->min || n > spec->max ||
+            (spec->kind == OPT_COUNT && floor(n) != n))
+            luaL_error(L, "dukanext: option '%s' must be %s from %g to %g", spec->name, unit,
+                       spec->min, spec->max);
+        break;
+    }
+    case OPT_FLAG:
+        if (t != LUA_TBOOLEAN) luaL_error(L, "dukanext: option '%s' must be a boolean", spec->name);
+        break;
+    case OPT_HEADERS:
+        check_headers_option(L, value);
+        break;
+    case OPT_STORAGE:
+        lua_pushcfunction(L, storage_has_functions_protected);
+        lua_pushvalue(L, value);
+        if (!is_storage(L, value) || lua_pcall(L, 1, 1, 0) != LUA_OK || !lua_toboolean(L, -1))
+            luaL_error(L, "dukanext: option 'storage' must be a table with get and set functions");
+        lua_pop(L, 1);
+        break;
+    case OPT_CALLBACK:
+        if (t != LUA_TFUNCTION) luaL_error(L, "dukanext: option '%s' must be a function", spec->name);
+        break;
+    }
+}
+
+/* opts is a stack index, or 0 for none. */
+static bool has_options(lua_State *L, int opts)
+{
+    return opts != 0 && !lua_isnoneornil(L, opts);
+}
+
+/* Raises for anything wrong, before anything is allocated. */
+static void check_options(lua_State *L, int opts)
+{
+    if (!has_options(L, opts)) return;
+    if (!lua_istable(L, opts)) luaL_error(L, "dukanext: options must be a table");
+    lua_pushnil(L);
+    while (lua_next(L, opts)) {
+        if (lua_type(L, -2) != LUA_TSTRING) luaL_error(L, "dukanext: option names must be strings");
+        const option_spec *spec = find_option(lua_tostring(L, -2));
+        if (!spec) luaL_error(L, "dukanext: unknown option '%s'", lua_tostring(L, -2));
+        check_option(L, spec, lua_gettop(L));
+        lua_pop(L, 1);
+    }
+}
+
+/* Fills config from options already checked; false only when out of memory. */
+static bool apply_options(lua_State *L, int opts, dn_config *config)
+{
+    bool ok = true;
+    if (!has_options(L, opts)) return ok;
+    for (size_t i = 0; i < OPTION_COUNT; i++) {
+        const option_spec *spec = &option_specs[i];
+        lua_getfield(L, opts, spec->name);
+        if (!lua_isnil(L, -1)) {
+            char *field = (char *)config + spec->offset;
+            switch (spec->kind) {
+            case OPT_URL:
+            case OPT_TEXT:
+                ok = dn_config_set_string((char **)(void *)field, lua_tostring(L, -1)) && ok;
+                break;
+            case OPT_SECONDS:
+                *(int64_t *)(void *)field = (int64_t)llround(lua_tonumber(L, -1) * 1000.0);
+                break;
+            case OPT_COUNT:
+                *(size_t *)(void *)field = (size_t)lua_tonumber(L, -1);
+                break;
+            case OPT_FLAG:
+                *(bool *)(void *)field = lua_toboolean(L, -1);
+                break;
+            case OPT_HEADERS:
+                lua_pushnil(L);
+                while (lua_next(L, -2)) {
+                    ok = dn_config_add_header(config, lua_tostring(L, -2), lua_tostring(L, -1)) &&
+                         ok;
+                    lua_pop(L, 1);
+                }
+                break;
+            case OPT_STORAGE:
+            case OPT_CALLBACK:
+                break; /* kept as Lua references by the caller */
+            }
+        }
+        lua_pop(L, 1);
+    }
+    /* Timeouts below a millisecond would mean "none" to curl. */
+    if (config->timeout_ms < 1) config->timeout_ms = 1;
+    if (config->connect_timeout_ms < 1) config->connect_timeout_ms = 1;
+    if (config->session_timeout_ms < 1) config->session_timeout_ms = 1;
+    return ok;
+}
+
+static int ref_option(lua_State *L, int opts, const char *name)
+{
+    if (!has_options(L, opts)) return LUA_NOREF;
+    lua_getfield(L, opts, name);
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        return LUA_NOREF;
+    }
+    return luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
+/* Pushes a new client built from the options at index opts (may be absent). */
+static void push_new_client(lua_State *L, hub_box *hb, int opts)
+{
+    if (opts) opts = dn_lua_absindex(L, opts);
+    check_options(L, opts);
+
+    /* Marked unbuilt before the metatable is set, so a failure below leaves an object
+     * that collects safely. */
+    client_box *box = lua_newuserdata(L, sizeof *box);
+    box->lc = NULL;
+    luaL_getmetatable(L, CLIENT_MT);
+    lua_setmetatable(L, -2);
+
+    dn_config config;
+    dn_config_defaults(&config);
+    lclient *lc = calloc(1, sizeof *lc);
+    if (!apply_options(L, opts, &config) || !lc) {
+        dn_config_free(&config);
+        free(lc);
+        luaL_error(L, "dukanext: out of memory");
+    }
+    lc->core = dn_client_new(hb->hub, &config);
+    if (!lc->core) {
+        free(lc);
+        luaL_error(L, "dukanext: out of memory");
+    }
+    lc->core->host = lc;
+    lc->storage_ref = lc->on_error_ref = lc->fallback_ref = lc->anchor_ref = LUA_NOREF;
+    box->lc = lc;
+
+    lc->storage_ref = ref_option(L, opts, "storage");
+    if (lc->storage_ref == LUA_NOREF) {
+        push_memory_storage(L);
+        lc->storage_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    }
+    lc->on_error_ref = ref_option(L, opts, "on_error");
+    lc->core->wants_reports = lc->on_error_ref != LUA_NOREF;
+}
+
+static void release_callbacks(lua_State *L, lclient *lc)
+{
+    luaL_unref(L, LUA_REGISTRYINDEX, lc->on_error_ref);
+    lc->on_error_ref = LUA_NOREF;
+    lc->core->wants_reports = false;
+}
+
+/* ---- client methods ---- */
+
+static int client_gc(lua_State *L)
+{
+    client_box *box = lua_touserdata(L, 1);
+    lclient *lc = box->lc;
+    if (!lc) return 0;
+    box->lc = NULL;
+    /* Cancels any transfer still in flight: only reached at lua_close, since a busy
+     * client is anchored. */
+    dn_client_free(lc->core);
+    luaL_unref(L, LUA_REGISTRYINDEX, lc->storage_ref);
+    luaL_unref(L, LUA_REGISTRYINDEX, lc->on_error_ref);
+    luaL_unref(L, LUA_REGISTRYINDEX, lc->fallback_ref);
+    luaL_unref(L, LUA_REGISTRYINDEX, lc->anchor_ref);
+    free(lc->customers_id);
+    free(lc);
+    return 0;
+}
+
+static int client_close(lua_State *L)
+{
+    client_box *box = luaL_checkudata(L, 1, CLIENT_MT);
+    lclient *lc = box->lc;
+    size_t undelivered = 0;
+    if (lc && !lc->core->closed) {
+        undelivered = dn_client_close(lc->core);
+        release_callbacks(L, lc);
+        release_anchor(L, lc);
+    }
+    lua_pushinteger(L, (lua_Integer)undelivered);
+    return 1;
+}
+
+static int client_tostring(lua_State *L)
+{
+    client_box *box = luaL_checkudata(L, 1, CLIENT_MT);
+    const char *state = !box->lc ? "collected" : box->lc->core->closed ? "closed" : "open";
+    lua_pushfstring(L, "dukanext.client (%s): %p", state, (void *)box);
+    return 1;
+}
+
+/* Stack slots emit keeps the checked `fields` in, filled from arg 4. */
+enum {
+    SLOT_REFERRER = 5,
+    SLOT_START_PAGE,
+    SLOT_HAS_ACCOUNT,
+    SLOT_CUSTOMERS_ID,
+    SLOT_STORAGE,
+    SLOT_USER_AGENT,
+    SLOT_CLIENT_IP,
+    SLOT_LAST = SLOT_CLIENT_IP,
+};
+
+static bool is_string_or_null(lua_State *L, int idx)
+{
+    int t = lua_type(L, idx);
+    return t == LUA_TSTRING || (t == LUA_TLIGHTUSERDATA && lua_touserdata(L, idx) == NULL);
+}
+
+static bool is_client_ip(const char *s, size_t len)
+{
+    if (len == 0 || len > CLIENT_IP_MAX || strlen(s) != len) return false;
+    /* One address or an X-Forwarded-For list of them. */
+    return strspn(s, "0123456789abcdefABCDEF.:, []") == len;
+}
+
+/* Checks `fields` and copies each known one into its slot; answers why not, or NULL. */
+static const char *read_fields(lua_State *L, int fields, char *why, size_t why_size)
+{
+    int t = lua_type(L, fields);
+    if (t == LUA_TNIL || t == LUA_TNONE) return NULL;
+    if (t != LUA_TTABLE) return "fields must be a table";
+    lua_pushnil(L);
+    while (lua_next(L, fields)) {
+        if (lua_type(L, -2) != LUA_TSTRING) {
+            lua_pop(L, 2);
+            return "field names must be strings";
+        }
+        const char *name = lua_tostring(L, -2);
+        size_t len = 0;
+        int slot;
+        bool ok;
+        if (strcmp(name, "referrerUrl") == 0) {
+            slot = SLOT_REFERRER, ok = is_string_or_null(L, -1);
+        } else if (strcmp(name, "sessionStartPage") == 0) {
+            slot = SLOT_START_PAGE, ok = is_string_or_null(L, -1);
+        } else if (strcmp(name, "hasCustomerAccount") == 0) {
+            slot = SLOT_HAS_ACCOUNT, ok = lua_type(L, -1) == LUA_TBOOLEAN;
+        } else if (strcmp(name, "customersId") == 0) {
+            slot = SLOT_CUSTOMERS_ID, ok = is_string_or_null(L, -1);
+        } else if (strcmp(name, "storage") == 0) {
+            slot = SLOT_STORAGE, ok = is_storage(L, -1);
+        } else if (strcmp(name, "userAgent") == 0) {
+            slot = SLOT_USER_AGENT;
+            ok = lua_type(L, -1) == LUA_TSTRING &&
+                 is_single_line(lua_tolstring(L, -1, &len), len) && len <= USER_AGENT_MAX;
+        } else if (strcmp(name, "clientIp") == 0) {
+            slot = SLOT_CLIENT_IP;
+            ok = lua_type(L, -1) == LUA_TSTRING && is_client_ip(lua_tolstring(L, -1, &len), len);
+        } else {
+            snprintf(why, why_size, "unknown field '%.64s'", name);
+            lua_pop(L, 2);
+            return why;
+        }
+        if (!ok) {
+            snprintf(why, why_size, "field '%s' has a wrong type or value (%s)", name,
+                     luaL_typename(L, -1));
+            lua_pop(L, 2);
+            return why;
+        }
+        lua_pushvalue(L, -1);
+        lua_replace(L, slot);
+        lua_pop(L, 1);
+    }
+    return NULL;
+}
+
+/* lua-cjson writes a table whose keys are all positive integers as a JSON array;
+ * metadata must be an object. */
+static bool is_object_like(lua_State *L, int idx)
+{
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        bool number_key = lua_type(L, -2) == LUA_TNUMBER;
+        lua_pop(L, 1);
+        if (!number_key) {
+            lua_pop(L, 1);
+            return true;
+        }
+    }
+    /* An empty table encodes as {}; a list does not. */
+    lua_pushnil(L);
+    bool empty = lua_next(L, idx) == 0;
+    if (!empty) lua_pop(L, 2);
+    return empty;
+}
+
+static void set_body_string_or_null(lua_State *L, int body, const char *key, const char *s,
+                                    size_t len)
+{
+    if (s) lua_pushlstring(L, s, len);
+    else lua_pushlightuserdata(L, NULL); /* cjson.null */
+    lua_setfield(L, body, key);
+}
+
+static void set_body_slot(lua_State *L, int body, const char *key, int slot, const char *s,
+                          size_t len)
+{
+    if (!lua_isnil(L, slot)) {
+        lua_pushvalue(L, slot);
+        lua_setfield(L, body, key);
+    } else {
+        set_body_string_or_null(L, body, key, s, len);
+    }
+}
+
+static int refuse_accept(lua_State *L, lclient *lc, dn_accept verdict)
+{
+    switch (verdict) {
+    case DN_REFUSED_NO_ENDPOINT:
+        return refuse(L, "NO_ENDPOINT", "no endpoint is configured (dn.configure{endpoint=...})");
+    case DN_REFUSED_CLOSED:
+        return refuse(L, "CLOSED", "the client is closed");
+    case DN_REFUSED_QUEUE_FULL:
+        return refuse(L, "QUEUE_FULL", "%zu events are already waiting (max_queue)",
+                      dn_client_pending(lc->core));
+    case DN_REFUSED_TOO_LARGE:
+        return refuse(L, "EVENT_TOO_LARGE", "the encoded event exceeds max_body (%zu bytes)",
+                      lc->core->config.max_body);
+    case DN_REFUSED_NO_MEMORY:
+        return refuse(L, "OUT_OF_MEMORY", "no memory to queue the event");
+    case DN_ACCEPTED:
+        break;
+    }
+    return 0;
+}
+
+static int client_emit(lua_State *L)
+{
+    lclient *lc = check_client(L, 1);
+    lua_settop(L, 4);
+    lua_settop(L, SLOT_LAST); /* the field slots start as nil */
+    luaL_checkstack(L, 16, "dukanext: emit");
+
+    size_t event_len = 0;
+    if (lua_type(L, 2) != LUA_TSTRING || (lua_tolstring(L, 2, &event_len), event_len == 0))
+        return refuse(L, "INVALID_EVENT", "event must be a non-empty string");
+    int metadata_type = lua_type(L, 3);
+    if (metadata_type != LUA_TNIL && metadata_type != LUA_TTABLE)
+        return refuse(L, "INVALID_METADATA", "metadata must be a table, not a %s",
+                      luaL_typename(L, 3));
+    if (metadata_type == LUA_TTABLE && !is_object_like(L, 3))
+        return refuse(L, "INVALID_METADATA", "metadata must be a table with string keys, not a list");
+    char why[160];
+    const char *bad_field = read_fields(L, 4, why, sizeof why);
+    if (bad_field) return refuse(L, "INVALID_FIELD", "%s", bad_field);
+
+    dn_accept verdict = dn_client_can_accept(lc->core);
+    if (verdict == DN_ACCEPTED && event_len > lc->core->config.max_body)
+        verdict = DN_REFUSED_TOO_LARGE;
+    if (verdict != DN_ACCEPTED) return refuse_accept(L, lc, verdict);
+
+    /* The first page of a session is the url of its first event. */
+    const char *page = NULL;
+    size_t page_len = 0;
+    if (metadata_type == LUA_TTABLE) {
+        lua_getfield(L, 3, "url");
+        lua_pushliteral(L, "url");
+        lua_rawget(L, 3);
+        if (lua_type(L, -1) == LUA_TSTRING) page = lua_tolstring(L, -1, &page_len);
+        lua_replace(L, -2); /* kept on the stack so page stays valid */
+    } else {
+        lua_pushnil(L);
+    }
+
+    int storage = lua_isnil(L, SLOT_STORAGE) ? push_storage(L, lc, 0) : SLOT_STORAGE;
+    char user_id[DN_ID_MAX + 1];
+    size_t user_id_len;
+    dn_session session = {0};
+    bool ids_ok = resolve_user_id(L, lc, storage, user_id, &user_id_len) &&
+                  resolve_session(L, lc, storage, page, page_len, &session);
+    if (!ids_ok) {
+        dn_session_clear(&session);
+        anchor_if_busy(L, lc, 1);
+        return refuse(L, "RANDOM_ERROR", "the system gave no randomness for an id");
+    }
+
+    /* Storage callbacks may have closed the client or filled its queue. */
+    verdict = dn_client_can_accept(lc->core);
+    if (verdict != DN_ACCEPTED) {
+        dn_session_clear(&session);
+        anchor_if_busy(L, lc, 1);
+        return refuse_accept(L, lc, verdict);
+    }
+
+    int body = lua_upvalueindex(UV_BODY);
+    lua_pushlstring(L, user_id, user_id_len);
+    lua_setfield(L, body, "userId");
+    lua_pushlstring(L, session.id, session.id_len);
+    lua_setfield(L, body, "sessionId");
+    set_body_slot(L, body, "sessionStartPage", SLOT_START_PAGE, session.start_page,
+                  session.start_page_len);
+    dn_session_clear(&session);
+    set_body_slot(L, body, "referrerUrl", SLOT_REFERRER, NULL, 0);
+    const char *customers_id = lc->customers_id;
+    set_body_slot(L, body, "customersId", SLOT_CUSTOMERS_ID, customers_id,
+                  customers_id ? strlen(customers_id) : 0);
+    if (!lua_isnil(L, SLOT_HAS_ACCOUNT)) {
+        lua_pushvalue(L, SLOT_HAS_ACCOUNT);
+    } else if (!lua_isnil(L, SLOT_CUSTOMERS_ID)) {
+        lua_pushboolean(L, lua_type(L, SLOT_CUSTOMERS_ID) == LUA_TSTRING);
+    } else {
+        lua_pushboolean(L, customers_id != NULL);
+    }
+    lua_setfield(L, body, "hasCustomerAccount");
+    lua_pushvalue(L, 2);
+    lua_setfield(L, body, "event");
+    lua_pushvalue(L, metadata_type == LUA_TTABLE ? 3 : lua_upvalueindex(UV_EMPTY));
+    lua_setfield(L, body, "metadata");
+
+    lua_pushvalue(L, lua_upvalueindex(UV_ENCODE));
+    lua_pushvalue(L, body);
+    int encoded = lua_pcall(L, 1, 1, 0);
+    /* The body table must not keep the caller's metadata alive. */
+    lua_pushvalue(L, lua_upvalueindex(UV_EMPTY));
+    lua_setfield(L, body, "metadata");
+    if (encoded != LUA_OK) {
+        anchor_if_busy(L, lc, 1);
+        return refuse(L, "INVALID_METADATA", "%s", error_text(L, -1));
+    }
+
+    size_t body_len, ua_len = 0, ip_len = 0;
+    const char *json = lua_tolstring(L, -1, &body_len);
+    const char *ua = lua_isnil(L, SLOT_USER_AGENT) ? NULL : lua_tolstring(L, SLOT_USER_AGENT, &ua_len);
+    const char *ip = lua_isnil(L, SLOT_CLIENT_IP) ? NULL : lua_tolstring(L, SLOT_CLIENT_IP, &ip_len);
+    verdict = dn_client_accept(lc->core, json, body_len, ua, ua_len, ip, ip_len);
+    anchor_if_busy(L, lc, 1);
+    if (verdict != DN_ACCEPTED) return refuse_accept(L, lc, verdict);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int client_get_user_id(lua_State *L)
+{
+    lclient *lc = check_client(L, 1);
+    int storage = push_storage(L, lc, 2);
+    char id[DN_ID_MAX + 1];
+    size_t len;
+    bool ok = resolve_user_id(L, lc, storage, id, &len);
+    anchor_if_busy(L, lc, 1);
+    if (!ok) return luaL_error(L, "dukanext: the system gave no randomness for an id");
+    lua_pushlstring(L, id, len);
+    return 1;
+}
+
+static int client_get_session_id(lua_State *L)
+{
+    lclient *lc = check_client(L, 1);
+    int storage = push_storage(L, lc, 2);
+    dn_session session = {0};
+    bool ok = resolve_session(L, lc, storage, NULL, 0, &session);
+    anchor_if_busy(L, lc, 1);
+    if (!ok) return luaL_error(L, "dukanext: the system gave no randomness for an id");
+    lua_pushlstring(L, session.id, session.id_len);
+    dn_session_clear(&session);
+    return 1;
+}
+
+static int client_identify(lua_State *L)
+{
+    lclient *lc = check_client(L, 1);
+    size_t len;
+    const char *id = luaL_checklstring(L, 2, &len);
+    luaL_argcheck(L, len > 0 && len <= CUSTOMERS_ID_MAX && strlen(id) == len, 2,
+                  "customers id must be a non-empty string without NUL");
+    char *copy = strdup(id);
+    if (!copy) return luaL_error(L, "dukanext: out of memory");
+    free(lc->customers_id);
+    lc->customers_id = copy;
+    return 0;
+}
+
+static int client_reset(lua_State *L)
+{
+    lclient *lc = check_client(L, 1);
+    free(lc->customers_id);
+    lc->customers_id = NULL;
+    return 0;
+}
+
+static void set_count(lua_State *L, const char *name, uint64_t value)
+{
+    lua_pushinteger(L, (lua_Integer)value);
+    lua_setfield(L, -2, name);
+}
+
+static int client_stats(lua_State *L)
+{
+    lclient *lc = check_client(L, 1);
+    const dn_client *c = lc->core;
+    lua_createtable(L, 0, 7);
+    set_count(L, "queued", c->queue.count);
+    set_count(L, "in_flight", c->in_flight);
+    set_count(L, "sent", c->stats.sent);
+    set_count(L, "failed", c->stats.failed);
+    set_count(L, "dropped", c->stats.dropped);
+    set_count(L, "retries", c->stats.retries);
+    set_count(L, "cancelled", c->stats.cancelled);
+    return 1;
+}
+
+/* Pumps and sleeps in curl_multi_poll until target (or, when NULL, every client) has
+ * nothing left, or the deadline passes. */
+static int flush_until(lua_State *L, hub_box *hb, dn_client *target, int timeout_arg)
+{
+    double timeout = -1;
+    if (!lua_isnoneornil(L, timeout_arg)) {
+        timeout = luaL_checknumber(L, timeout_arg);
+        luaL_argcheck(L, timeout >= 0 && timeout == timeout, timeout_arg,
+                      "timeout must be a number of seconds >= 0");
+    }
+    int64_t deadline = timeout < 0 || timeout > 1e9 ? INT64_MAX
+                                                    : dn_mono_ms() + (int64_t)(timeout * 1000.0);
+    for (;;) {
+        dn_hub_pump(hb->hub);
+        after_work(L, hb);
+        size_t pending = target ? dn_client_pending(target) : hb->hub->pending;
+        if (pending == 0) {
+            lua_pushboolean(L, 1);
+            return 1;
+        }
+        int64_t now = dn_mono_ms();
+        if (now >= deadline) {
+            lua_pushnil(L);
+            lua_pushliteral(L, "TIMEOUT");
+            lua_pushinteger(L, (lua_Integer)pending);
+            return 3;
+        }
+        int64_t left = deadline - now;
+        dn_hub_wait(hb->hub, dn_hub_idle_ms(hb->hub, now, left < 1000 ? (int)left : 1000));
+    }
+}
+
+static int client_flush(lua_State *L)
+{
+    lclient *lc = check_client(L, 1);
+    return flush_until(L, upvalue_hub(L), lc->core, 2);
+}
+
+/* ---- module functions ---- */
+
+static int module_new(lua_State *L)
+{
+    push_new_client(L, upvalue_hub(L), 1);
+    return 1;
+}
+
+static int module_configure(lua_State *L)
+{
+    hub_box *hb = upvalue_hub(L);
+    push_new_client(L, hb, 1);
+    /* The previous default keeps delivering what it accepted, then is collected. */
+    luaL_unref(L, LUA_REGISTRYINDEX, hb->default_ref);
+    lua_pushvalue(L, -1);
+    hb->default_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    return 1;
+}
+
+static int module_pump(lua_State *L)
+{
+    hub_box *hb = upvalue_hub(L);
+    dn_hub_pump(hb->hub);
+    after_work(L, hb);
+    lua_pushinteger(L, (lua_Integer)hb->hub->pending);
+    return 1;
+}
+
+static int module_flush(lua_State *L)
+{
+    return flush_until(L, upvalue_hub(L), NULL, 1);
+}
+
+/* dn.emit(...) is the default client's c:emit(...). */
+#define DEFAULT_CLIENT_CALL(name, method)                                                        \
+    static int name(lua_State *L)                                                                \
+    {                                                                                            \
+        hub_box *hb = upvalue_hub(L);                                                            \
+        lua_rawgeti(L, LUA_REGISTRYINDEX, hb->default_ref);                                      \
+        lua_insert(L, 1);                                                                        \
+        return method(L);                                                                        \
+    }
+
+DEFAULT_CLIENT_CALL(module_emit, client_emit)
+DEFAULT_CLIENT_CALL(module_get_user_id, client_get_user_id)
+DEFAULT_CLIENT_CALL(module_get_session_id, client_get_session_id)
+DEFAULT_CLIENT_CALL(module_identify, client_identify)
+DEFAULT_CLIENT_CALL(module_reset, client_reset)
+DEFAULT_CLIENT_CALL(module_stats, client_stats)
+
+static int hub_gc(lua_State *L)
+{
+    hub_box *hb = lua_touserdata(L, 1);
+    if (hb->hub) dn_hub_release(hb->hub);
+    hb->hub = NULL;
+    return 0;
+}
+
+static const luaL_Reg client_methods[] = {
+    {"emit", client_emit},
+    {"get_user_id", client_get_user_id},
+    {"get_session_id", client_get_session_id},
+    {"identify", client_identify},
+    {"reset", client_reset},
+    {"flush", client_flush},
+    {"stats", client_stats},
+    {"close", client_close},
+    {NULL, NULL},
+};
+
+static const luaL_Reg module_functions[] = {
+    {"configure", module_configure},
+    {"new", module_new},
+    {"emit", module_emit},
+    {"get_user_id", module_get_user_id},
+    {"get_session_id", module_get_session_id},
+    {"identify", module_identify},
+    {"reset", module_reset},
+    {"pump", module_pump},
+    {"flush", module_flush},
+    {"stats", module_stats},
+    {"memory_storage", module_memory_storage},
+    {"file_storage", module_file_storage},
+    {NULL, NULL},
+};
+
+/* The hub of this Lua state, made on first load; requiring the module again (even
+ * after package.loaded is cleared) shares it. */
+static hub_box *push_hub(lua_State *L)
+{
+    lua_getfield(L, LUA_REGISTRYINDEX, HUB_KEY);
+    if (lua_isuserdata(L, -1)) return lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    hub_box *hb = lua_newuserdata(L, sizeof *hb);
+    hb->hub = NULL;
+    hb->default_ref = LUA_NOREF;
+    luaL_newmetatable(L, HUB_MT);
+    lua_pushcfunction(L, hub_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_setmetatable(L, -2);
+    hb->hub = dn_hub_new();
+    if (!hb->hub) luaL_error(L, "dukanext: cannot start libcurl");
+    lua_pushvalue(L, -1);
+    lua_setfield(L, LUA_REGISTRYINDEX, HUB_KEY);
+    return hb;
+}
+
+/* A lua-cjson instance of our own, so the host's cjson settings never change what we
+ * send. Leaves encode and decode on the stack. */
+static void push_cjson(lua_State *L)
+{
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "cjson");
+    lua_call(L, 1, 1);
+    lua_getfield(L, -1, "new");
+    lua_call(L, 0, 1);
+    int cjson = lua_gettop(L);
+    lua_getfield(L, cjson, "encode_max_depth");
+    lua_pushinteger(L, METADATA_MAX_DEPTH);
+    lua_call(L, 1, 0);
+    lua_getfield(L, cjson, "encode_invalid_numbers");
+    lua_pushboolean(L, 0);
+    lua_call(L, 1, 0);
+    /* Keep sparse lists: encoded as objects with string keys rather than refused. */
+    lua_getfield(L, cjson, "encode_sparse_array");
+    lua_pushboolean(L, 1);
+    lua_call(L, 1, 0);
+    lua_getfield(L, cjson, "encode");
+    lua_getfield(L, cjson, "decode");
+    lua_remove(L, cjson);
+    lua_remove(L, cjson - 1);
+}
+
+/* The only symbol the module exports; everything else is hidden. */
+__attribute__((visibility("default"))) int luaopen_dukanext(lua_State *L);
+
+int luaopen_dukanext(lua_State *L)
+{
+    if (!dn_transport_global_init()) return luaL_error(L, "dukanext: cannot initialise libcurl");
+    int base = lua_gettop(L);
+    hub_box *hb = push_hub(L);
+    push_cjson(L);
+    lua_createtable(L, 0, 8); /* UV_BODY */
+    lua_newtable(L);          /* UV_EMPTY */
+    int upvalues = base + 1;
+
+    luaL_newmetatable(L, CLIENT_MT);
+    lua_createtable(L, 0, 8);
+    for (int i = 0; i < UV_COUNT; i++) lua_pushvalue(L, upvalues + i);
+    dn_lua_setfuncs(L, client_methods, UV_COUNT);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, client_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, client_close);
+    lua_setfield(L, -2, "__close");
+    lua_pushcfunction(L, client_tostring);
+    lua_setfield(L, -2, "__tostring");
+    lua_pop(L, 1);
+
+    luaL_newmetatable(L, FILE_STORE_MT);
+    lua_pushcfunction(L, file_store_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pop(L, 1);
+
+    lua_createtable(L, 0, 16);
+    for (int i = 0; i < UV_COUNT; i++) lua_pushvalue(L, upvalues + i);
+    dn_lua_setfuncs(L, module_functions, UV_COUNT);
+    lua_pushliteral(L, DN_VERSION);
+    lua_setfield(L, -2, "_VERSION");
+
+    push_new_client(L, hb, 0);
+    luaL_unref(L, LUA_REGISTRYINDEX, hb->default_ref);
+    hb->default_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    return 1;
+}

@@ -1,0 +1,17 @@
+/* What the process tells us about itself: clocks and fork detection. */
+#ifndef DN_PROCESS_H
+#define DN_PROCESS_H
+
+#include <stdint.h>
+
+/* Wall-clock milliseconds since the epoch: the `<ms>` of ids and session expiry. */
+int64_t dn_wall_ms(void);
+/* Monotonic milliseconds: retry schedules and deadlines, immune to clock steps. */
+int64_t dn_mono_ms(void);
+
+/* Counts the forks this process descends from (0 in the original process). Anything
+ * that must not be shared with a parent (random pools, curl connections) remembers the
+ * generation it was made in and starts afresh when it differs. */
+unsigned dn_fork_generation(void);
+
+#endif

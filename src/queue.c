@@ -1,0 +1,149 @@
+#include "queue.h"
+#include "ids.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+dn_event *dn_event_new(const char *body, size_t body_len, const char *user_agent,
+                       size_t user_agent_len, const char *client_ip, size_t client_ip_len)
+{
+    if (body_len > UINT32_MAX - 3 || user_agent_len > UINT16_MAX || client_ip_len > UINT16_MAX)
+        return NULL;
+    dn_event *e = malloc(sizeof *e + body_len + 1 + user_agent_len + 1 + client_ip_len + 1);
+    if (!e) return NULL;
+    e->next = NULL;
+    e->due_ms = 0;
+    e->body_len = (uint32_t)body_len;
+    e->user_agent_len = (uint16_t)user_agent_len;
+    e->client_ip_len = (uint16_t)client_ip_len;
+    e->attempts = 0;
+    if (!dn_random_fill(e->idempotency_key, sizeof e->idempotency_key)) {
+        free(e);
+        return NULL;
+    }
+    dn_uuid_mark_v4(e->idempotency_key);
+    char *p = e->data;
+    memcpy(p, body, body_len);
+    p[body_len] = '\0';
+    p += body_len + 1;
+    if (user_agent_len) memcpy(p, user_agent, user_agent_len);
+    p[user_agent_len] = '\0';
+    p += user_agent_len + 1;
+    if (client_ip_len) memcpy(p, client_ip, client_ip_len);
+    p[client_ip_len] = '\0';
+    return e;
+}
+
+void dn_event_free(dn_event *event)
+{
+    free(event);
+}
+
+size_t dn_event_size(const dn_event *e)
+{
+    return sizeof *e + e->body_len + e->user_agent_len + e->client_ip_len + 3;
+}
+
+void dn_queue_init(dn_queue *q)
+{
+    memset(q, 0, sizeof *q);
+}
+
+void dn_queue_push_fresh(dn_queue *q, dn_event *e)
+{
+    e->next = NULL;
+    if (q->fresh_tail) q->fresh_tail->next = e;
+    else q->fresh_head = e;
+    q->fresh_tail = e;
+    q->count++;
+    q->bytes += dn_event_size(e);
+}
+
+bool dn_queue_push_retry(dn_queue *q, dn_event *e)
+{
+    if (q->retry_len == q->retry_cap) {
+        size_t cap = q->retry_cap ? q->retry_cap * 2 : 16;
+        dn_event **grown = realloc(q->retry_heap, cap * sizeof *grown);
+        if (!grown) return false;
+        q->retry_heap = grown;
+        q->retry_cap = cap;
+    }
+    size_t i = q->retry_len++;
+    while (i > 0) {
+        size_t parent = (i - 1) / 2;
+        if (q->retry_heap[parent]->due_ms <= e->due_ms) break;
+        q->retry_heap[i] = q->retry_heap[parent];
+        i = parent;
+    }
+    q->retry_heap[i] = e;
+    q->count++;
+    q->bytes += dn_event_size(e);
+    return true;
+}
+
+static dn_event *retry_heap_pop(dn_queue *q)
+{
+    dn_event *top = q->retry_heap[0];
+    dn_event *last = q->retry_heap[--q->retry_len];
+    size_t i = 0;
+    for (;;) {
+        size_t child = 2 * i + 1;
+        if (child >= q->retry_len) break;
+        if (child + 1 < q->retry_len && q->retry_heap[child + 1]->due_ms < q->retry_heap[child]->due_ms)
+            child++;
+        if (last->due_ms <= q->retry_heap[child]->due_ms) break;
+        q->retry_heap[i] = q->retry_heap[child];
+        i = child;
+    }
+    if (q->retry_len > 0) q->retry_heap[i] = last;
+    return top;
+}
+
+dn_event *dn_queue_pop_due(dn_queue *q, int64_t now_ms)
+{
+    dn_event *e = NULL;
+    if (q->retry_len > 0 && q->retry_heap[0]->due_ms <= now_ms) {
+        e = retry_heap_pop(q);
+    } else if (q->fresh_head) {
+        e = q->fresh_head;
+        q->fresh_head = e->next;
+        if (!q->fresh_head) q->fresh_tail = NULL;
+    }
+    if (e) {
+        e->next = NULL;
+        q->count--;
+        q->bytes -= dn_event_size(e);
+    }
+    return e;
+}
+
+int64_t dn_queue_next_due(const dn_queue *q)
+{
+    if (q->fresh_head) return 0;
+    if (q->retry_len > 0) return q->retry_heap[0]->due_ms;
+    return INT64_MAX;
+}
+
+dn_event *dn_queue_take_all(dn_queue *q)
+{
+    dn_event *chain = q->fresh_head;
+    dn_event **tail = q->fresh_tail ? &q->fresh_tail->next : &chain;
+    for (size_t i = 0; i < q->retry_len; i++) {
+        *tail = q->retry_heap[i];
+        tail = &q->retry_heap[i]->next;
+    }
+    *tail = NULL;
+    free(q->retry_heap);
+    dn_queue_init(q);
+    return chain;
+}
+
+void dn_queue_free(dn_queue *q)
+{
+    dn_event *e = dn_queue_take_all(q);
+    while (e) {
+        dn_event *next = e->next;
+        dn_event_free(e);
+        e = next;
+    }
+}

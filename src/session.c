@@ -1,0 +1,121 @@
+#include "session.h"
+#include "json.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+dn_id_outcome dn_user_id_resolve(const char *stored, size_t len, int64_t now_ms,
+                                 char out[DN_ID_MAX + 1], size_t *out_len)
+{
+    if (stored && dn_user_id_valid(stored, len)) {
+        memcpy(out, stored, len);
+        out[len] = '\0';
+        *out_len = len;
+        return DN_ID_KEPT;
+    }
+    *out_len = dn_user_id_make(out, now_ms);
+    return *out_len ? DN_ID_CREATED : DN_ID_FAILED;
+}
+
+typedef struct record_fields {
+    dn_json_value id, expires, start_page;
+    bool has_id, has_expires, has_start_page;
+} record_fields;
+
+/* Later duplicates win, as with JSON.parse. */
+static void collect_record_field(void *ud, const char *key, size_t key_len,
+                                 const dn_json_value *value)
+{
+    record_fields *f = ud;
+    if (dn_json_key_is(key, key_len, "id")) {
+        f->id = *value;
+        f->has_id = true;
+    } else if (dn_json_key_is(key, key_len, "expires")) {
+        f->expires = *value;
+        f->has_expires = true;
+    } else if (dn_json_key_is(key, key_len, "startPage")) {
+        f->start_page = *value;
+        f->has_start_page = true;
+    }
+}
+
+void dn_session_clear(dn_session *session)
+{
+    free(session->start_page);
+    memset(session, 0, sizeof *session);
+}
+
+bool dn_session_set_start_page(dn_session *session, const char *page, size_t len)
+{
+    char *copy = malloc(len + 1);
+    if (!copy) return false;
+    memcpy(copy, page, len);
+    copy[len] = '\0';
+    free(session->start_page);
+    session->start_page = copy;
+    session->start_page_len = len;
+    return true;
+}
+
+bool dn_session_record_parse(const char *text, size_t len, dn_session *out)
+{
+    memset(out, 0, sizeof *out);
+    if (len > DN_SESSION_RECORD_MAX) return false;
+    record_fields f = {0};
+    if (!dn_json_object_scan(text, len, collect_record_field, &f)) return false;
+    if (!f.has_id || !f.has_expires || f.id.type != DN_JSON_STRING) return false;
+
+    dn_buf id;
+    dn_buf_init(&id);
+    bool id_ok = dn_json_string_decode(&f.id, &id) && dn_session_id_valid(id.data, id.len);
+    if (id_ok) {
+        memcpy(out->id, id.data, id.len);
+        out->id[id.len] = '\0';
+        out->id_len = id.len;
+    }
+    dn_buf_free(&id);
+    double expires;
+    /* Milliseconds beyond 2^53 cannot come from Date.now(): a tampered record. */
+    if (!id_ok || !dn_json_number(&f.expires, &expires) || fabs(expires) > 9007199254740992.0)
+        return false;
+    out->expires_ms = (int64_t)expires;
+
+    /* A start page of the wrong type is forgotten, not a reason to end the session. */
+    if (f.has_start_page && f.start_page.type == DN_JSON_STRING) {
+        dn_buf page;
+        dn_buf_init(&page);
+        if (dn_json_string_decode(&f.start_page, &page))
+            dn_session_set_start_page(out, page.len ? page.data : "", page.len);
+        dn_buf_free(&page);
+    }
+    return true;
+}
+
+void dn_session_record_format(const dn_session *session, dn_buf *out)
+{
+    dn_buf_append_str(out, "{\"id\":");
+    dn_json_string_append(out, session->id, session->id_len);
+    dn_buf_append_str(out, ",\"expires\":");
+    dn_buf_append_int(out, session->expires_ms);
+    if (session->start_page) {
+        dn_buf_append_str(out, ",\"startPage\":");
+        dn_json_string_append(out, session->start_page, session->start_page_len);
+    }
+    dn_buf_append_char(out, '}');
+}
+
+dn_id_outcome dn_session_resolve(const char *stored, size_t len, int64_t now_ms, int64_t ttl_ms,
+                                 dn_session *out)
+{
+    /* The browser keeps a session while Date.now() < expires. */
+    if (stored && dn_session_record_parse(stored, len, out) && now_ms < out->expires_ms) {
+        out->expires_ms = now_ms + ttl_ms;
+        return DN_ID_KEPT;
+    }
+    dn_session_clear(out);
+    out->id_len = dn_session_id_make(out->id, now_ms);
+    if (out->id_len == 0) return DN_ID_FAILED;
+    out->expires_ms = now_ms + ttl_ms;
+    return DN_ID_CREATED;
+}

@@ -1,0 +1,89 @@
+/* The wire: one libcurl multi handle per Lua state, and slots that each hold one easy
+ * handle carrying one event attempt at a time. Nothing here knows about queues or
+ * retries; it starts attempts and reports how they ended. */
+#ifndef DN_TRANSPORT_H
+#define DN_TRANSPORT_H
+
+#include "buf.h"
+#include "queue.h"
+
+#include <curl/curl.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+/* Connection settings of one client, applied once to each of its easy handles. */
+typedef struct dn_transport_options {
+    const char *endpoint;
+    const char *user_agent;
+    const char *ca_file;
+    const char *ca_path;
+    const char *proxy;
+    bool insecure;
+    long timeout_ms;
+    long connect_timeout_ms;
+    struct curl_slist *headers; /* fixed for the client: content type and the user's */
+} dn_transport_options;
+
+/* How one attempt ended. The pointers stay valid until the slot starts again. */
+typedef struct dn_attempt_result {
+    CURLcode curl_code;
+    long status;            /* 0 when no HTTP answer arrived */
+    int64_t retry_after_ms; /* from Retry-After (seconds or HTTP-date); 0 when absent */
+    const char *error_text; /* curl's description of a transport failure */
+    const char *answer;     /* the first bytes of the answer body */
+    size_t answer_len;
+} dn_attempt_result;
+
+#define DN_ANSWER_KEEP 1024
+
+typedef struct dn_slot {
+    CURL *easy;
+    dn_event *event; /* the event in flight, NULL when the slot is idle */
+    void *owner;
+    /* Per-attempt headers, chained in front of the client's fixed list, so an attempt
+     * allocates nothing once the slot has warmed up. */
+    struct curl_slist attempt_headers[4];
+    struct curl_slist *fixed_headers;
+    dn_buf header_text;
+    char answer[DN_ANSWER_KEEP];
+    size_t answer_len;
+    char error_text[CURL_ERROR_SIZE];
+} dn_slot;
+
+typedef struct dn_transport {
+    CURLM *multi;
+    unsigned fork_generation; /* the process generation the multi handle belongs to */
+    size_t attached;          /* easy handles currently in the multi handle */
+} dn_transport;
+
+/* curl_global_init, once per process. */
+bool dn_transport_global_init(void);
+
+bool dn_transport_init(dn_transport *t);
+void dn_transport_cleanup(dn_transport *t);
+/* True when this process is a fork of the one that made the multi handle: the caller
+ * must then forget its slots (dn_slot_abandon) before the transport starts afresh. */
+bool dn_transport_forked(const dn_transport *t);
+/* Forgets the inherited multi handle without touching its connections, which belong to
+ * the parent, and makes a new one. */
+bool dn_transport_renew(dn_transport *t);
+
+typedef void (*dn_attempt_done_fn)(void *ud, dn_slot *slot, dn_event *event,
+                                   const dn_attempt_result *result);
+/* Drives every transfer as far as it goes without waiting, and reports each finished
+ * one with its event, the slot being idle again; on_done may start new attempts. */
+void dn_transport_perform(dn_transport *t, dn_attempt_done_fn on_done, void *ud);
+/* Waits (curl_multi_poll) until a socket is ready, curl's own timeout, or timeout_ms. */
+void dn_transport_wait(dn_transport *t, int timeout_ms);
+/* curl's next deadline in ms, -1 when it has none. */
+long dn_transport_timeout_ms(dn_transport *t);
+
+bool dn_slot_open(dn_slot *slot, void *owner, const dn_transport_options *options);
+bool dn_slot_start(dn_transport *t, dn_slot *slot, dn_event *event);
+/* Stops the attempt in flight; the event goes back to the caller. */
+dn_event *dn_slot_cancel(dn_transport *t, dn_slot *slot);
+void dn_slot_close(dn_transport *t, dn_slot *slot);
+/* After a fork: drops the slot's state without calling curl on inherited handles. */
+void dn_slot_abandon(dn_slot *slot);
+
+#endif
