@@ -1,6 +1,7 @@
 #include "client.h"
 #include "ids.h"
 #include "process.h"
+#include "version.h"
 
 #include <stdio.h>
 #include <stdlib.h>

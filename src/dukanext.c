@@ -6,6 +6,7 @@
 #include "ids.h"
 #include "process.h"
 #include "session.h"
+#include "version.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -739,11 +740,13 @@ static void push_new_client(lua_State *L, hub_box *hb, int opts)
         dn_config_free(&config);
         free(lc);
         luaL_error(L, "dukanext: out of memory");
+        return;
     }
     lc->core = dn_client_new(hb->hub, &config);
     if (!lc->core) {
         free(lc);
         luaL_error(L, "dukanext: out of memory");
+        return;
     }
     lc->core->host = lc;
     lc->storage_ref = lc->on_error_ref = lc->fallback_ref = lc->anchor_ref = LUA_NOREF;
@@ -1294,6 +1297,7 @@ __attribute__((visibility("default"))) int luaopen_dukanext(lua_State *L);
 int luaopen_dukanext(lua_State *L)
 {
     if (!dn_transport_global_init()) return luaL_error(L, "dukanext: cannot initialise libcurl");
+    dn_pin_module((void *)luaopen_dukanext);
     int base = lua_gettop(L);
     hub_box *hb = push_hub(L);
     push_cjson(L);

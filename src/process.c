@@ -1,5 +1,6 @@
 #include "process.h"
 
+#include <dlfcn.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <time.h>
@@ -12,8 +13,8 @@ static void count_fork_in_child(void)
     atomic_fetch_add(&fork_generation, 1);
 }
 
-/* The module is linked with -z nodelete, so this handler stays mapped even after the
- * Lua state that loaded us closes and asks for dlclose. */
+/* dn_pin_module keeps this handler mapped even after the Lua state that loaded us
+ * closes and asks for dlclose. */
 static void watch_forks(void)
 {
     pthread_atfork(NULL, NULL, count_fork_in_child);
@@ -40,4 +41,13 @@ int64_t dn_wall_ms(void)
 int64_t dn_mono_ms(void)
 {
     return clock_ms(CLOCK_MONOTONIC);
+}
+
+void dn_pin_module(void *symbol)
+{
+    Dl_info info;
+    /* RTLD_NOLOAD only takes another reference to what is loaded; RTLD_NODELETE makes
+     * that reference permanent. The handle is deliberately never closed. */
+    if (dladdr(symbol, &info) && info.dli_fname)
+        (void)dlopen(info.dli_fname, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE);
 }

@@ -14,4 +14,9 @@ int64_t dn_mono_ms(void);
  * generation it was made in and starts afresh when it differs. */
 unsigned dn_fork_generation(void);
 
+/* Keeps the shared object holding `symbol` (and so libcurl) mapped for the life of the
+ * process, even when the Lua state that loaded it closes and asks for dlclose: a
+ * detached resolver thread or the fork handler may still run our code. */
+void dn_pin_module(void *symbol);
+
 #endif
