@@ -975,11 +975,9 @@ static int client_emit(lua_State *L)
     const char *page = NULL;
     size_t page_len = 0;
     if (metadata_type == LUA_TTABLE) {
-        lua_getfield(L, 3, "url");
         lua_pushliteral(L, "url");
-        lua_rawget(L, 3);
+        lua_rawget(L, 3); /* raw, like lua-cjson: metatables of metadata never run */
         if (lua_type(L, -1) == LUA_TSTRING) page = lua_tolstring(L, -1, &page_len);
-        lua_replace(L, -2); /* kept on the stack so page stays valid */
     } else {
         lua_pushnil(L);
     }
