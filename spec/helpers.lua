@@ -66,4 +66,60 @@ helpers.UUID = "%x%x%x%x%x%x%x%x%-%x%x%x%x%-4%x%x%x%-[89ab]%x%x%x%-%x%x%x%x%x%x%
 helpers.USER_ID = "^" .. helpers.UUID .. "%-%d+$"
 helpers.SESSION_ID = "^SESSION%-" .. helpers.UUID .. "%-%d+$"
 
+-- Wall-clock milliseconds since the epoch, as the module's ids carry them.
+function helpers.now_ms()
+  return math.floor(socket.gettime() * 1000)
+end
+
+-- Runs a shell command and answers its stdout without the trailing newline.
+function helpers.shell(cmd)
+  local p = assert(io.popen(cmd))
+  local out = p:read("*a")
+  p:close()
+  return (out:gsub("\n$", ""))
+end
+
+-- A fresh empty folder under $TMPDIR; remove it with helpers.remove_tree.
+function helpers.tmpdir()
+  local dir = helpers.shell('mktemp -d "${TMPDIR:-/tmp}/dukanext-spec.XXXXXX"')
+  assert(dir ~= "", "mktemp failed")
+  return dir
+end
+
+function helpers.remove_tree(path)
+  assert(path:find("dukanext%-spec"), "refusing to remove " .. path)
+  os.execute("rm -rf '" .. path:gsub("'", "'\\''") .. "'")
+end
+
+-- The permission bits of a file in octal, e.g. "600".
+function helpers.file_mode(path)
+  return helpers.shell("stat -c %a '" .. path:gsub("'", "'\\''") .. "'")
+end
+
+-- The names in a folder, sorted, without . and ..
+function helpers.dir_entries(path)
+  local names = {}
+  local out = helpers.shell("ls -A '" .. path:gsub("'", "'\\''") .. "'")
+  for name in out:gmatch("[^\n]+") do names[#names + 1] = name end
+  table.sort(names)
+  return names
+end
+
+function helpers.read_file(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local data = f:read("*a")
+  f:close()
+  return data
+end
+
+-- The decoded JSON bodies of a collector's requests, in arrival order.
+function helpers.request_bodies(collector)
+  local bodies = {}
+  for i, rec in ipairs(collector:requests()) do
+    bodies[i] = cjson.decode(rec.body)
+  end
+  return bodies
+end
+
 return helpers

@@ -49,8 +49,10 @@ bool dn_config_add_header(dn_config *c, const char *name, const char *value)
     char *line = malloc(n);
     if (!line) return false;
     /* "Name:" with an empty value would tell curl to remove the header: send it empty. */
-    if (*value) snprintf(line, n, "%s: %s", name, value);
-    else snprintf(line, n, "%s;", name);
+    if (*value)
+        snprintf(line, n, "%s: %s", name, value);
+    else
+        snprintf(line, n, "%s;", name);
     struct curl_slist *grown = curl_slist_append(c->headers, line);
     free(line);
     if (!grown) return false;
@@ -81,8 +83,10 @@ static void queue_report(dn_client *c, const char *code, long status, const char
     r->event = event;
     r->attempts = event ? event->attempts : 0;
     dn_hub *hub = c->hub;
-    if (hub->reports_tail) hub->reports_tail->next = r;
-    else hub->reports_head = r;
+    if (hub->reports_tail)
+        hub->reports_tail->next = r;
+    else
+        hub->reports_head = r;
     hub->reports_tail = r;
     c->reports_pending++;
 }
@@ -96,8 +100,8 @@ dn_client *dn_client_new(dn_hub *hub, dn_config *config)
 {
     dn_client *c = calloc(1, sizeof *c);
     dn_slot *slots = config->max_in_flight ? calloc(config->max_in_flight, sizeof *slots) : NULL;
-    if (!c || !slots || (!config->user_agent && !dn_config_set_string(&config->user_agent,
-                                                                          DN_VERSION_UA))) {
+    if (!c || !slots ||
+        (!config->user_agent && !dn_config_set_string(&config->user_agent, DN_VERSION_UA))) {
         free(c);
         free(slots);
         dn_config_free(config);
@@ -167,9 +171,8 @@ dn_accept dn_client_can_accept(dn_client *c)
     return DN_ACCEPTED;
 }
 
-dn_accept dn_client_accept(dn_client *c, const char *body, size_t body_len,
-                           const char *user_agent, size_t user_agent_len, const char *client_ip,
-                           size_t client_ip_len)
+dn_accept dn_client_accept(dn_client *c, const char *body, size_t body_len, const char *user_agent,
+                           size_t user_agent_len, const char *client_ip, size_t client_ip_len)
 {
     dn_accept verdict = dn_client_can_accept(c);
     if (verdict != DN_ACCEPTED) return verdict;
@@ -234,8 +237,10 @@ void dn_client_free(dn_client *c)
     dn_hub *hub = c->hub;
     dn_hub_check_fork(hub);
     dn_client_close(c);
-    if (c->prev) c->prev->next = c->next;
-    else hub->clients = c->next;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        hub->clients = c->next;
     if (c->next) c->next->prev = c->prev;
     dn_config_free(&c->config);
     free(c->slots);
@@ -409,8 +414,7 @@ int dn_hub_idle_ms(dn_hub *hub, int64_t now_ms, int limit_ms)
     long curl_ms = dn_transport_timeout_ms(&hub->transport);
     if (curl_ms >= 0 && curl_ms < wait) wait = curl_ms;
     for (dn_client *c = hub->clients; c; c = c->next) {
-        if (c->closed || c->queue.count == 0 || c->in_flight >= c->config.max_in_flight)
-            continue;
+        if (c->closed || c->queue.count == 0 || c->in_flight >= c->config.max_in_flight) continue;
         int64_t due = dn_queue_next_due(&c->queue);
         if (due < c->paused_until_ms) due = c->paused_until_ms;
         if (due - now_ms < wait) wait = due - now_ms;

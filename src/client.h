@@ -50,8 +50,8 @@ typedef struct dn_report {
     struct dn_report *next;
     struct dn_client *client;
     char code[DN_CODE_MAX + 1];
-    long status;    /* HTTP status, 0 when none */
-    char *message;  /* malloc'd, may be NULL */
+    long status;     /* HTTP status, 0 when none */
+    char *message;   /* malloc'd, may be NULL */
     dn_event *event; /* the failed event (owned), NULL for storage errors */
     unsigned attempts;
 } dn_report;

@@ -29,8 +29,8 @@ static inline void dn_lua_setfuncs(lua_State *L, const luaL_Reg *l, int nup)
     lua_pop(L, nup);
 }
 #else
-#define dn_lua_rawlen(L, i) lua_rawlen((L), (i))
-#define dn_lua_absindex(L, i) lua_absindex((L), (i))
+#define dn_lua_rawlen(L, i)        lua_rawlen((L), (i))
+#define dn_lua_absindex(L, i)      lua_absindex((L), (i))
 #define dn_lua_setfuncs(L, l, nup) luaL_setfuncs((L), (l), (nup))
 #endif
 

@@ -16,10 +16,10 @@
 #include <string.h>
 #include <strings.h>
 
-#define HUB_KEY        "dukanext.hub"
-#define HUB_MT         "dukanext.hub"
-#define CLIENT_MT      "dukanext.client"
-#define FILE_STORE_MT  "dukanext.file_storage"
+#define HUB_KEY       "dukanext.hub"
+#define HUB_MT        "dukanext.hub"
+#define CLIENT_MT     "dukanext.client"
+#define FILE_STORE_MT "dukanext.file_storage"
 
 /* Every module function and client method shares these upvalues. */
 #define UV_HUB    1 /* the hub box of this Lua state */
@@ -341,8 +341,8 @@ static bool resolve_session(lua_State *L, lclient *lc, int storage, const char *
     store_read r = read_record(L, lc, storage, DN_SESSION_ID_KEY, &from_fallback);
     size_t len = 0;
     const char *stored = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &len) : NULL;
-    dn_id_outcome outcome = dn_session_resolve(stored, len, dn_wall_ms(),
-                                               lc->core->config.session_timeout_ms, session);
+    dn_id_outcome outcome =
+        dn_session_resolve(stored, len, dn_wall_ms(), lc->core->config.session_timeout_ms, session);
     lua_pop(L, 1);
     if (outcome == DN_ID_FAILED) return false;
     if (!session->start_page && page && page_len <= DN_START_PAGE_MAX)
@@ -350,8 +350,7 @@ static bool resolve_session(lua_State *L, lclient *lc, int storage, const char *
     dn_buf record;
     dn_buf_init(&record);
     dn_session_record_format(session, &record);
-    if (!record.failed)
-        write_record(L, lc, storage, r, DN_SESSION_ID_KEY, record.data, record.len);
+    if (!record.failed) write_record(L, lc, storage, r, DN_SESSION_ID_KEY, record.data, record.len);
     dn_buf_free(&record);
     return true;
 }
@@ -422,8 +421,10 @@ static int file_get(lua_State *L)
     const char *value;
     size_t len;
     if (!dn_file_store_get(store, key, &value, &len)) return luaL_error(L, "%s", store->error);
-    if (value) lua_pushlstring(L, value, len);
-    else lua_pushnil(L);
+    if (value)
+        lua_pushlstring(L, value, len);
+    else
+        lua_pushnil(L);
     return 1;
 }
 
@@ -538,8 +539,8 @@ static bool is_header_name(const char *s, size_t len)
 static bool is_reserved_header(const char *name)
 {
     static const char *const reserved[] = {
-        "content-type", "content-length", "transfer-encoding", "host", "expect", "connection",
-        "idempotency-key", "x-dukanext-attempt", NULL,
+        "content-type", "content-length",  "transfer-encoding",  "host", "expect",
+        "connection",   "idempotency-key", "x-dukanext-attempt", NULL,
     };
     for (size_t i = 0; reserved[i]; i++)
         if (strcasecmp(name, reserved[i]) == 0) return true;
@@ -602,25 +603,31 @@ static void check_option(lua_State *L, const option_spec *spec, int value)
     size_t len;
     switch (spec->kind) {
     case OPT_URL: {
-        if (t != LUA_TSTRING) luaL_error(L, "dukanext: option '%s' must be a URL string", spec->name);
+        if (t != LUA_TSTRING)
+            luaL_error(L, "dukanext: option '%s' must be a URL string", spec->name);
         const char *url = lua_tolstring(L, value, &len);
         const char *problem = endpoint_problem(url, len);
         if (problem) luaL_error(L, "dukanext: option '%s' %s: %s", spec->name, problem, url);
         break;
     }
-    case OPT_TEXT:
+    case OPT_TEXT: {
         if (t != LUA_TSTRING) luaL_error(L, "dukanext: option '%s' must be a string", spec->name);
-        if (!is_single_line(lua_tolstring(L, value, &len), len))
+        const char *text = lua_tolstring(L, value, &len);
+        if (!is_single_line(text, len))
             luaL_error(L, "dukanext: option '%s' must not contain NUL, CR or LF", spec->name);
         break;
+    }
     case OPT_SECONDS:
     case OPT_COUNT: {
         double n = lua_tonumber(L, value);
         const char *unit = spec->kind == OPT_SECONDS ? "a number of seconds" : "an integer";
         if (t != LUA_TNUMBER || n != n || n < spec->min || n > spec->max ||
-            (spec->kind == OPT_COUNT && floor(n) != n))
-            luaL_error(L, "dukanext: option '%s' must be %s from %g to %g", spec->name, unit,
-                       spec->min, spec->max);
+            (spec->kind == OPT_COUNT && floor(n) != n)) {
+            /* lua_pushfstring knows no %g */
+            char range[64];
+            snprintf(range, sizeof range, "from %g to %g", spec->min, spec->max);
+            luaL_error(L, "dukanext: option '%s' must be %s %s", spec->name, unit, range);
+        }
         break;
     }
     case OPT_FLAG:
@@ -637,7 +644,8 @@ static void check_option(lua_State *L, const option_spec *spec, int value)
         lua_pop(L, 1);
         break;
     case OPT_CALLBACK:
-        if (t != LUA_TFUNCTION) luaL_error(L, "dukanext: option '%s' must be a function", spec->name);
+        if (t != LUA_TFUNCTION)
+            luaL_error(L, "dukanext: option '%s' must be a function", spec->name);
         break;
     }
 }
@@ -852,22 +860,28 @@ static const char *read_fields(lua_State *L, int fields, char *why, size_t why_s
         int slot;
         bool ok;
         if (strcmp(name, "referrerUrl") == 0) {
-            slot = SLOT_REFERRER, ok = is_string_or_null(L, -1);
+            slot = SLOT_REFERRER;
+            ok = is_string_or_null(L, -1);
         } else if (strcmp(name, "sessionStartPage") == 0) {
-            slot = SLOT_START_PAGE, ok = is_string_or_null(L, -1);
+            slot = SLOT_START_PAGE;
+            ok = is_string_or_null(L, -1);
         } else if (strcmp(name, "hasCustomerAccount") == 0) {
-            slot = SLOT_HAS_ACCOUNT, ok = lua_type(L, -1) == LUA_TBOOLEAN;
+            slot = SLOT_HAS_ACCOUNT;
+            ok = lua_type(L, -1) == LUA_TBOOLEAN;
         } else if (strcmp(name, "customersId") == 0) {
-            slot = SLOT_CUSTOMERS_ID, ok = is_string_or_null(L, -1);
+            slot = SLOT_CUSTOMERS_ID;
+            ok = is_string_or_null(L, -1);
         } else if (strcmp(name, "storage") == 0) {
-            slot = SLOT_STORAGE, ok = is_storage(L, -1);
+            slot = SLOT_STORAGE;
+            ok = is_storage(L, -1);
         } else if (strcmp(name, "userAgent") == 0) {
             slot = SLOT_USER_AGENT;
-            ok = lua_type(L, -1) == LUA_TSTRING &&
-                 is_single_line(lua_tolstring(L, -1, &len), len) && len <= USER_AGENT_MAX;
+            const char *ua = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &len) : NULL;
+            ok = ua && is_single_line(ua, len) && len <= USER_AGENT_MAX;
         } else if (strcmp(name, "clientIp") == 0) {
             slot = SLOT_CLIENT_IP;
-            ok = lua_type(L, -1) == LUA_TSTRING && is_client_ip(lua_tolstring(L, -1, &len), len);
+            const char *ip = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &len) : NULL;
+            ok = ip && is_client_ip(ip, len);
         } else {
             snprintf(why, why_size, "unknown field '%.64s'", name);
             lua_pop(L, 2);
@@ -909,8 +923,10 @@ static bool is_object_like(lua_State *L, int idx)
 static void set_body_string_or_null(lua_State *L, int body, const char *key, const char *s,
                                     size_t len)
 {
-    if (s) lua_pushlstring(L, s, len);
-    else lua_pushlightuserdata(L, NULL); /* cjson.null */
+    if (s)
+        lua_pushlstring(L, s, len);
+    else
+        lua_pushlightuserdata(L, NULL); /* cjson.null */
     lua_setfield(L, body, key);
 }
 
@@ -961,7 +977,8 @@ static int client_emit(lua_State *L)
         return refuse(L, "INVALID_METADATA", "metadata must be a table, not a %s",
                       luaL_typename(L, 3));
     if (metadata_type == LUA_TTABLE && !is_object_like(L, 3))
-        return refuse(L, "INVALID_METADATA", "metadata must be a table with string keys, not a list");
+        return refuse(L, "INVALID_METADATA",
+                      "metadata must be a table with string keys, not a list");
     char why[160];
     const char *bad_field = read_fields(L, 4, why, sizeof why);
     if (bad_field) return refuse(L, "INVALID_FIELD", "%s", bad_field);
@@ -1007,8 +1024,11 @@ static int client_emit(lua_State *L)
     lua_setfield(L, body, "userId");
     lua_pushlstring(L, session.id, session.id_len);
     lua_setfield(L, body, "sessionId");
-    set_body_slot(L, body, "sessionStartPage", SLOT_START_PAGE, session.start_page,
-                  session.start_page_len);
+    /* A first page too long to remember is still this event's start page. */
+    bool remembered = session.start_page != NULL;
+    set_body_slot(L, body, "sessionStartPage", SLOT_START_PAGE,
+                  remembered ? session.start_page : page,
+                  remembered ? session.start_page_len : page_len);
     dn_session_clear(&session);
     set_body_slot(L, body, "referrerUrl", SLOT_REFERRER, NULL, 0);
     const char *customers_id = lc->customers_id;
@@ -1040,8 +1060,10 @@ static int client_emit(lua_State *L)
 
     size_t body_len, ua_len = 0, ip_len = 0;
     const char *json = lua_tolstring(L, -1, &body_len);
-    const char *ua = lua_isnil(L, SLOT_USER_AGENT) ? NULL : lua_tolstring(L, SLOT_USER_AGENT, &ua_len);
-    const char *ip = lua_isnil(L, SLOT_CLIENT_IP) ? NULL : lua_tolstring(L, SLOT_CLIENT_IP, &ip_len);
+    const char *ua =
+        lua_isnil(L, SLOT_USER_AGENT) ? NULL : lua_tolstring(L, SLOT_USER_AGENT, &ua_len);
+    const char *ip =
+        lua_isnil(L, SLOT_CLIENT_IP) ? NULL : lua_tolstring(L, SLOT_CLIENT_IP, &ip_len);
     verdict = dn_client_accept(lc->core, json, body_len, ua, ua_len, ip, ip_len);
     anchor_if_busy(L, lc, 1);
     if (verdict != DN_ACCEPTED) return refuse_accept(L, lc, verdict);
@@ -1128,8 +1150,8 @@ static int flush_until(lua_State *L, hub_box *hb, dn_client *target, int timeout
         luaL_argcheck(L, timeout >= 0 && timeout == timeout, timeout_arg,
                       "timeout must be a number of seconds >= 0");
     }
-    int64_t deadline = timeout < 0 || timeout > 1e9 ? INT64_MAX
-                                                    : dn_mono_ms() + (int64_t)(timeout * 1000.0);
+    int64_t deadline =
+        timeout < 0 || timeout > 1e9 ? INT64_MAX : dn_mono_ms() + (int64_t)(timeout * 1000.0);
     for (;;) {
         dn_hub_pump(hb->hub);
         after_work(L, hb);
@@ -1190,13 +1212,13 @@ static int module_flush(lua_State *L)
 }
 
 /* dn.emit(...) is the default client's c:emit(...). */
-#define DEFAULT_CLIENT_CALL(name, method)                                                        \
-    static int name(lua_State *L)                                                                \
-    {                                                                                            \
-        hub_box *hb = upvalue_hub(L);                                                            \
-        lua_rawgeti(L, LUA_REGISTRYINDEX, hb->default_ref);                                      \
-        lua_insert(L, 1);                                                                        \
-        return method(L);                                                                        \
+#define DEFAULT_CLIENT_CALL(name, method)                                                          \
+    static int name(lua_State *L)                                                                  \
+    {                                                                                              \
+        hub_box *hb = upvalue_hub(L);                                                              \
+        lua_rawgeti(L, LUA_REGISTRYINDEX, hb->default_ref);                                        \
+        lua_insert(L, 1);                                                                          \
+        return method(L);                                                                          \
     }
 
 DEFAULT_CLIENT_CALL(module_emit, client_emit)
@@ -1279,10 +1301,13 @@ static void push_cjson(lua_State *L)
     lua_getfield(L, cjson, "encode_invalid_numbers");
     lua_pushboolean(L, 0);
     lua_call(L, 1, 0);
-    /* Keep sparse lists: encoded as objects with string keys rather than refused. */
+    /* A list with any hole is sent as an object with string keys, rather than padded
+     * with nulls or refused. */
     lua_getfield(L, cjson, "encode_sparse_array");
     lua_pushboolean(L, 1);
-    lua_call(L, 1, 0);
+    lua_pushinteger(L, 1);
+    lua_pushinteger(L, 0);
+    lua_call(L, 3, 0);
     lua_getfield(L, cjson, "encode");
     lua_getfield(L, cjson, "decode");
     lua_remove(L, cjson);

@@ -52,8 +52,7 @@ static dn_file_entry *find(dn_file_store *s, const char *key)
     return NULL;
 }
 
-static bool put(dn_file_store *s, const char *key, size_t key_len, const char *value,
-                size_t len)
+static bool put(dn_file_store *s, const char *key, size_t key_len, const char *value, size_t len)
 {
     char *copy = malloc(len + 1);
     if (!copy) return false;

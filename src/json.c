@@ -90,8 +90,7 @@ static bool read_literal(reader *r, const char *word)
 
 static bool read_value(reader *r, int depth, dn_json_value *out);
 
-static bool read_container(reader *r, int depth, char close, dn_json_member_fn on_member,
-                           void *ud)
+static bool read_container(reader *r, int depth, char close, dn_json_member_fn on_member, void *ud)
 {
     if (depth > DN_JSON_MAX_DEPTH) return false;
     r->p++;
@@ -185,9 +184,12 @@ static unsigned hex4(const char *p)
     for (int i = 0; i < 4; i++) {
         char c = p[i];
         v <<= 4;
-        if (c >= '0' && c <= '9') v |= (unsigned)(c - '0');
-        else if (c >= 'a' && c <= 'f') v |= (unsigned)(c - 'a' + 10);
-        else v |= (unsigned)(c - 'A' + 10);
+        if (c >= '0' && c <= '9')
+            v |= (unsigned)(c - '0');
+        else if (c >= 'a' && c <= 'f')
+            v |= (unsigned)(c - 'a' + 10);
+        else
+            v |= (unsigned)(c - 'A' + 10);
     }
     return v;
 }
@@ -277,11 +279,21 @@ void dn_json_string_append(dn_buf *b, const char *s, size_t len)
         dn_buf_append(b, s + plain, i - plain);
         plain = i + 1;
         switch (c) {
-        case '"': dn_buf_append(b, "\\\"", 2); break;
-        case '\\': dn_buf_append(b, "\\\\", 2); break;
-        case '\n': dn_buf_append(b, "\\n", 2); break;
-        case '\r': dn_buf_append(b, "\\r", 2); break;
-        case '\t': dn_buf_append(b, "\\t", 2); break;
+        case '"':
+            dn_buf_append(b, "\\\"", 2);
+            break;
+        case '\\':
+            dn_buf_append(b, "\\\\", 2);
+            break;
+        case '\n':
+            dn_buf_append(b, "\\n", 2);
+            break;
+        case '\r':
+            dn_buf_append(b, "\\r", 2);
+            break;
+        case '\t':
+            dn_buf_append(b, "\\t", 2);
+            break;
         default: {
             char esc[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 0x0f]};
             dn_buf_append(b, esc, sizeof esc);

@@ -52,8 +52,10 @@ void dn_queue_init(dn_queue *q)
 void dn_queue_push_fresh(dn_queue *q, dn_event *e)
 {
     e->next = NULL;
-    if (q->fresh_tail) q->fresh_tail->next = e;
-    else q->fresh_head = e;
+    if (q->fresh_tail)
+        q->fresh_tail->next = e;
+    else
+        q->fresh_head = e;
     q->fresh_tail = e;
     q->count++;
     q->bytes += dn_event_size(e);
@@ -89,7 +91,8 @@ static dn_event *retry_heap_pop(dn_queue *q)
     for (;;) {
         size_t child = 2 * i + 1;
         if (child >= q->retry_len) break;
-        if (child + 1 < q->retry_len && q->retry_heap[child + 1]->due_ms < q->retry_heap[child]->due_ms)
+        if (child + 1 < q->retry_len &&
+            q->retry_heap[child + 1]->due_ms < q->retry_heap[child]->due_ms)
             child++;
         if (last->due_ms <= q->retry_heap[child]->due_ms) break;
         q->retry_heap[i] = q->retry_heap[child];

@@ -68,7 +68,7 @@ bool dn_slot_open(dn_slot *slot, void *owner, const dn_transport_options *o)
     slot->easy = e;
 
     CURLcode rc = CURLE_OK;
-#define SET(opt, val)                                                                            \
+#define SET(opt, val)                                                                              \
     if (rc == CURLE_OK) rc = curl_easy_setopt(e, opt, val)
     SET(CURLOPT_URL, o->endpoint);
     SET(CURLOPT_CUSTOMREQUEST, "PUT");
