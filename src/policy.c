@@ -71,11 +71,13 @@ const char *dn_curl_error_code(CURLcode code)
 
 int64_t dn_backoff_ms(unsigned retry, int64_t base_ms, int64_t max_ms, uint64_t random)
 {
+    if (base_ms <= 0 || max_ms <= 0) return 0;
     if (retry == 0) retry = 1;
     int64_t ceiling = base_ms;
-    for (unsigned i = 1; i < retry && ceiling < max_ms; i++) ceiling *= 2;
+    /* Doubling stops before it could overflow: past max_ms / 2 the cap decides. */
+    for (unsigned i = 1; i < retry && ceiling < max_ms; i++)
+        ceiling = ceiling > max_ms / 2 ? max_ms : ceiling * 2;
     if (ceiling > max_ms) ceiling = max_ms;
-    if (ceiling <= 0) return 0;
     return (int64_t)(random % ((uint64_t)ceiling + 1));
 }
 
