@@ -362,17 +362,23 @@ static void attempt_done(void *ud, dn_slot *slot, dn_event *e, const dn_attempt_
         snprintf(message, sizeof message, "the server answered HTTP %ld", r->status);
     }
 
+    /* The server asked the whole client to hold off, not just this event: the pause
+     * holds even when this event has no attempt left. */
+    int64_t pause = 0;
+    if (verdict == DN_VERDICT_RETRY && r->retry_after_ms > 0) {
+        pause =
+            r->retry_after_ms < c->config.retry_max_ms ? r->retry_after_ms : c->config.retry_max_ms;
+        if (now + pause > c->paused_until_ms) c->paused_until_ms = now + pause;
+    }
+
     if (verdict == DN_VERDICT_DELIVERED) {
         c->stats.sent++;
         hub->pending--;
         dn_event_free(e);
     } else if (verdict == DN_VERDICT_RETRY && e->attempts <= c->config.max_retries) {
         int64_t delay;
-        if (r->retry_after_ms > 0) {
-            /* The server asked the whole client to hold off, not just this event. */
-            delay = r->retry_after_ms < c->config.retry_max_ms ? r->retry_after_ms
-                                                               : c->config.retry_max_ms;
-            if (now + delay > c->paused_until_ms) c->paused_until_ms = now + delay;
+        if (pause > 0) {
+            delay = pause;
         } else {
             delay = dn_backoff_ms(e->attempts, c->config.retry_base_ms, c->config.retry_max_ms,
                                   dn_random_u64());

@@ -12,6 +12,9 @@
 
 #if LUA_VERSION_NUM == 501
 #define dn_lua_rawlen(L, i) lua_objlen((L), (i))
+/* A userdata's environment table plays the part of 5.2's user value. */
+#define dn_lua_getuservalue(L, i) lua_getfenv((L), (i))
+#define dn_lua_setuservalue(L, i) lua_setfenv((L), (i))
 
 static inline int dn_lua_absindex(lua_State *L, int i)
 {
@@ -32,6 +35,8 @@ static inline void dn_lua_setfuncs(lua_State *L, const luaL_Reg *l, int nup)
 #define dn_lua_rawlen(L, i)        lua_rawlen((L), (i))
 #define dn_lua_absindex(L, i)      lua_absindex((L), (i))
 #define dn_lua_setfuncs(L, l, nup) luaL_setfuncs((L), (l), (nup))
+#define dn_lua_getuservalue(L, i)  lua_getuservalue((L), (i))
+#define dn_lua_setuservalue(L, i)  lua_setuservalue((L), (i))
 #endif
 
 #endif

@@ -43,16 +43,38 @@ typedef struct hub_box {
 /* What the binding keeps per client, beside the core client. */
 typedef struct lclient {
     dn_client *core;
-    int storage_ref;
-    int on_error_ref;
-    int fallback_ref; /* weak-keyed: storage -> {key = value} it could not keep */
-    int anchor_ref;   /* the client's own userdata while it has work left */
+    int anchor_ref; /* the client's own userdata while it has work left */
     char *customers_id;
 } lclient;
 
 typedef struct client_box {
     lclient *lc; /* NULL until fully built and after collection */
 } client_box;
+
+/* The client's Lua values live in its userdata's user value, not in the registry:
+ * a callback that refers to its own client is then an ordinary cycle the collector
+ * can break. */
+enum {
+    CALLBACK_STORAGE = 1,
+    CALLBACK_ON_ERROR,
+    CALLBACK_FALLBACK, /* weak-keyed: storage -> {key = value} it could not keep */
+};
+
+static void push_client_value(lua_State *L, int self, int which)
+{
+    dn_lua_getuservalue(L, self);
+    lua_rawgeti(L, -1, which);
+    lua_remove(L, -2);
+}
+
+/* Pops the value on top into the client's slot `which`. */
+static void set_client_value(lua_State *L, int self, int which)
+{
+    dn_lua_getuservalue(L, self);
+    lua_insert(L, -2);
+    lua_rawseti(L, -2, which);
+    lua_pop(L, 1);
+}
 
 typedef struct file_store_box {
     dn_file_store *store;
@@ -159,15 +181,18 @@ static void deliver_reports(lua_State *L, hub_box *hb)
     dn_report *r;
     while ((r = dn_hub_take_report(hb->hub))) {
         lclient *lc = r->client->host;
-        if (lc->on_error_ref != LUA_NOREF) {
-            int top = lua_gettop(L);
-            /* Holding the client on the stack keeps it alive whatever the callback does. */
-            lua_rawgeti(L, LUA_REGISTRYINDEX, lc->anchor_ref);
-            lua_rawgeti(L, LUA_REGISTRYINDEX, lc->on_error_ref);
-            push_error_table(L, r);
-            if (lua_pcall(L, 1, 0, 0) != LUA_OK) warn("on_error raised", error_text(L, -1));
-            lua_settop(L, top);
+        int top = lua_gettop(L);
+        /* A client with reports waiting is anchored; holding it on the stack keeps it
+         * alive whatever the callback does. */
+        lua_rawgeti(L, LUA_REGISTRYINDEX, lc->anchor_ref);
+        if (lua_isuserdata(L, -1)) {
+            push_client_value(L, top + 1, CALLBACK_ON_ERROR);
+            if (lua_isfunction(L, -1)) {
+                push_error_table(L, r);
+                if (lua_pcall(L, 1, 0, 0) != LUA_OK) warn("on_error raised", error_text(L, -1));
+            }
         }
+        lua_settop(L, top);
         dn_report_free(r);
     }
 }
@@ -249,13 +274,10 @@ static bool storage_write(lua_State *L, lclient *lc, int storage, const char *ke
 
 /* When a storage fails, the id is kept here instead, per storage object, so the
  * visitor keeps one id for the life of the process. Pushes the value or nil. */
-static void fallback_read(lua_State *L, lclient *lc, int storage, const char *key)
+static void fallback_read(lua_State *L, int self, int storage, const char *key)
 {
-    if (lc->fallback_ref == LUA_NOREF) {
-        lua_pushnil(L);
-        return;
-    }
-    lua_rawgeti(L, LUA_REGISTRYINDEX, lc->fallback_ref);
+    push_client_value(L, self, CALLBACK_FALLBACK);
+    if (lua_isnil(L, -1)) return;
     lua_pushvalue(L, storage);
     lua_rawget(L, -2);
     if (lua_istable(L, -1)) {
@@ -268,18 +290,20 @@ static void fallback_read(lua_State *L, lclient *lc, int storage, const char *ke
     lua_pop(L, 1);
 }
 
-static void fallback_write(lua_State *L, lclient *lc, int storage, const char *key,
-                           const char *value, size_t len)
+static void fallback_write(lua_State *L, int self, int storage, const char *key, const char *value,
+                           size_t len)
 {
-    if (lc->fallback_ref == LUA_NOREF) {
+    push_client_value(L, self, CALLBACK_FALLBACK);
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
         lua_newtable(L);
         lua_createtable(L, 0, 1);
         lua_pushliteral(L, "k");
         lua_setfield(L, -2, "__mode");
         lua_setmetatable(L, -2);
-        lc->fallback_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+        lua_pushvalue(L, -1);
+        set_client_value(L, self, CALLBACK_FALLBACK);
     }
-    lua_rawgeti(L, LUA_REGISTRYINDEX, lc->fallback_ref);
     lua_pushvalue(L, storage);
     lua_rawget(L, -2);
     if (!lua_istable(L, -1)) {
@@ -297,48 +321,48 @@ static void fallback_write(lua_State *L, lclient *lc, int storage, const char *k
 
 /* Reads key into a value on the stack (string or nil): from the storage, else from
  * what the storage failed to keep earlier. */
-static store_read read_record(lua_State *L, lclient *lc, int storage, const char *key,
+static store_read read_record(lua_State *L, lclient *lc, int self, int storage, const char *key,
                               bool *from_fallback)
 {
     store_read r = storage_read(L, lc, storage, key);
     *from_fallback = false;
     if (r != STORE_FOUND) {
         lua_pop(L, 1);
-        fallback_read(L, lc, storage, key);
+        fallback_read(L, self, storage, key);
         *from_fallback = !lua_isnil(L, -1);
     }
     return r;
 }
 
-static void write_record(lua_State *L, lclient *lc, int storage, store_read how_read,
+static void write_record(lua_State *L, lclient *lc, int self, int storage, store_read how_read,
                          const char *key, const char *value, size_t len)
 {
     /* A storage whose get failed is not trusted with the set either. */
     if (how_read == STORE_FAILED || !storage_write(L, lc, storage, key, value, len))
-        fallback_write(L, lc, storage, key, value, len);
+        fallback_write(L, self, storage, key, value, len);
 }
 
-static bool resolve_user_id(lua_State *L, lclient *lc, int storage, char out[DN_ID_MAX + 1],
-                            size_t *out_len)
+static bool resolve_user_id(lua_State *L, lclient *lc, int self, int storage,
+                            char out[DN_ID_MAX + 1], size_t *out_len)
 {
     bool from_fallback;
-    store_read r = read_record(L, lc, storage, DN_USER_ID_KEY, &from_fallback);
+    store_read r = read_record(L, lc, self, storage, DN_USER_ID_KEY, &from_fallback);
     size_t len = 0;
     const char *stored = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &len) : NULL;
     dn_id_outcome outcome = dn_user_id_resolve(stored, len, dn_wall_ms(), out, out_len);
     lua_pop(L, 1);
     if (outcome == DN_ID_FAILED) return false;
     if (outcome == DN_ID_CREATED || from_fallback)
-        write_record(L, lc, storage, r, DN_USER_ID_KEY, out, *out_len);
+        write_record(L, lc, self, storage, r, DN_USER_ID_KEY, out, *out_len);
     return true;
 }
 
 /* page: the first page to remember when the session has none yet (may be NULL). */
-static bool resolve_session(lua_State *L, lclient *lc, int storage, const char *page,
+static bool resolve_session(lua_State *L, lclient *lc, int self, int storage, const char *page,
                             size_t page_len, dn_session *session)
 {
     bool from_fallback;
-    store_read r = read_record(L, lc, storage, DN_SESSION_ID_KEY, &from_fallback);
+    store_read r = read_record(L, lc, self, storage, DN_SESSION_ID_KEY, &from_fallback);
     size_t len = 0;
     const char *stored = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &len) : NULL;
     dn_id_outcome outcome =
@@ -350,7 +374,8 @@ static bool resolve_session(lua_State *L, lclient *lc, int storage, const char *
     dn_buf record;
     dn_buf_init(&record);
     dn_session_record_format(session, &record);
-    if (!record.failed) write_record(L, lc, storage, r, DN_SESSION_ID_KEY, record.data, record.len);
+    if (!record.failed)
+        write_record(L, lc, self, storage, r, DN_SESSION_ID_KEY, record.data, record.len);
     dn_buf_free(&record);
     return true;
 }
@@ -363,13 +388,13 @@ static bool is_storage(lua_State *L, int idx)
 
 /* Pushes the storage to use: the argument when given (arg 0: none), else the
  * client's own. */
-static int push_storage(lua_State *L, lclient *lc, int arg)
+static int push_storage(lua_State *L, int self, int arg)
 {
     if (arg != 0 && !lua_isnoneornil(L, arg)) {
         luaL_argcheck(L, is_storage(L, arg), arg, "storage must be a table with get and set");
         lua_pushvalue(L, arg);
     } else {
-        lua_rawgeti(L, LUA_REGISTRYINDEX, lc->storage_ref);
+        push_client_value(L, self, CALLBACK_STORAGE);
     }
     return lua_gettop(L);
 }
@@ -717,15 +742,13 @@ static bool apply_options(lua_State *L, int opts, dn_config *config)
     return ok;
 }
 
-static int ref_option(lua_State *L, int opts, const char *name)
+/* Pushes option `name`, or nil. */
+static void push_option(lua_State *L, int opts, const char *name)
 {
-    if (!has_options(L, opts)) return LUA_NOREF;
-    lua_getfield(L, opts, name);
-    if (lua_isnil(L, -1)) {
-        lua_pop(L, 1);
-        return LUA_NOREF;
-    }
-    return luaL_ref(L, LUA_REGISTRYINDEX);
+    if (has_options(L, opts))
+        lua_getfield(L, opts, name);
+    else
+        lua_pushnil(L);
 }
 
 /* Pushes a new client built from the options at index opts (may be absent). */
@@ -740,6 +763,9 @@ static void push_new_client(lua_State *L, hub_box *hb, int opts)
     box->lc = NULL;
     luaL_getmetatable(L, CLIENT_MT);
     lua_setmetatable(L, -2);
+    int self = lua_gettop(L);
+    lua_createtable(L, 3, 0);
+    dn_lua_setuservalue(L, self);
 
     dn_config config;
     dn_config_defaults(&config);
@@ -757,22 +783,24 @@ static void push_new_client(lua_State *L, hub_box *hb, int opts)
         return;
     }
     lc->core->host = lc;
-    lc->storage_ref = lc->on_error_ref = lc->fallback_ref = lc->anchor_ref = LUA_NOREF;
+    lc->anchor_ref = LUA_NOREF;
     box->lc = lc;
 
-    lc->storage_ref = ref_option(L, opts, "storage");
-    if (lc->storage_ref == LUA_NOREF) {
+    push_option(L, opts, "storage");
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
         push_memory_storage(L);
-        lc->storage_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     }
-    lc->on_error_ref = ref_option(L, opts, "on_error");
-    lc->core->wants_reports = lc->on_error_ref != LUA_NOREF;
+    set_client_value(L, self, CALLBACK_STORAGE);
+    push_option(L, opts, "on_error");
+    lc->core->wants_reports = !lua_isnil(L, -1);
+    set_client_value(L, self, CALLBACK_ON_ERROR);
 }
 
-static void release_callbacks(lua_State *L, lclient *lc)
+static void release_callbacks(lua_State *L, lclient *lc, int self)
 {
-    luaL_unref(L, LUA_REGISTRYINDEX, lc->on_error_ref);
-    lc->on_error_ref = LUA_NOREF;
+    lua_pushnil(L);
+    set_client_value(L, self, CALLBACK_ON_ERROR);
     lc->core->wants_reports = false;
 }
 
@@ -787,9 +815,6 @@ static int client_gc(lua_State *L)
     /* Cancels any transfer still in flight: only reached at lua_close, since a busy
      * client is anchored. */
     dn_client_free(lc->core);
-    luaL_unref(L, LUA_REGISTRYINDEX, lc->storage_ref);
-    luaL_unref(L, LUA_REGISTRYINDEX, lc->on_error_ref);
-    luaL_unref(L, LUA_REGISTRYINDEX, lc->fallback_ref);
     luaL_unref(L, LUA_REGISTRYINDEX, lc->anchor_ref);
     free(lc->customers_id);
     free(lc);
@@ -803,7 +828,7 @@ static int client_close(lua_State *L)
     size_t undelivered = 0;
     if (lc && !lc->core->closed) {
         undelivered = dn_client_close(lc->core);
-        release_callbacks(L, lc);
+        release_callbacks(L, lc, 1);
         release_anchor(L, lc);
     }
     lua_pushinteger(L, (lua_Integer)undelivered);
@@ -999,12 +1024,12 @@ static int client_emit(lua_State *L)
         lua_pushnil(L);
     }
 
-    int storage = lua_isnil(L, SLOT_STORAGE) ? push_storage(L, lc, 0) : SLOT_STORAGE;
+    int storage = lua_isnil(L, SLOT_STORAGE) ? push_storage(L, 1, 0) : SLOT_STORAGE;
     char user_id[DN_ID_MAX + 1];
     size_t user_id_len;
     dn_session session = {0};
-    bool ids_ok = resolve_user_id(L, lc, storage, user_id, &user_id_len) &&
-                  resolve_session(L, lc, storage, page, page_len, &session);
+    bool ids_ok = resolve_user_id(L, lc, 1, storage, user_id, &user_id_len) &&
+                  resolve_session(L, lc, 1, storage, page, page_len, &session);
     if (!ids_ok) {
         dn_session_clear(&session);
         anchor_if_busy(L, lc, 1);
@@ -1074,10 +1099,10 @@ static int client_emit(lua_State *L)
 static int client_get_user_id(lua_State *L)
 {
     lclient *lc = check_client(L, 1);
-    int storage = push_storage(L, lc, 2);
+    int storage = push_storage(L, 1, 2);
     char id[DN_ID_MAX + 1];
     size_t len;
-    bool ok = resolve_user_id(L, lc, storage, id, &len);
+    bool ok = resolve_user_id(L, lc, 1, storage, id, &len);
     anchor_if_busy(L, lc, 1);
     if (!ok) return luaL_error(L, "dukanext: the system gave no randomness for an id");
     lua_pushlstring(L, id, len);
@@ -1087,9 +1112,9 @@ static int client_get_user_id(lua_State *L)
 static int client_get_session_id(lua_State *L)
 {
     lclient *lc = check_client(L, 1);
-    int storage = push_storage(L, lc, 2);
+    int storage = push_storage(L, 1, 2);
     dn_session session = {0};
-    bool ok = resolve_session(L, lc, storage, NULL, 0, &session);
+    bool ok = resolve_session(L, lc, 1, storage, NULL, 0, &session);
     anchor_if_busy(L, lc, 1);
     if (!ok) return luaL_error(L, "dukanext: the system gave no randomness for an id");
     lua_pushlstring(L, session.id, session.id_len);
