@@ -15,6 +15,7 @@ void dn_config_defaults(dn_config *c)
     c->timeout_ms = 10000;
     c->connect_timeout_ms = 5000;
     c->max_queue = 10000;
+    c->max_queue_bytes = 32 * 1024 * 1024;
     c->max_in_flight = 16;
     c->max_retries = 5;
     c->max_body = 65536;
@@ -136,6 +137,7 @@ dn_client *dn_client_new(dn_hub *hub, dn_config *config)
         .ca_path = c->config.ca_path,
         .proxy = c->config.proxy,
         .insecure = c->config.insecure,
+        .http_version = c->config.http_version,
         .timeout_ms = (long)c->config.timeout_ms,
         .connect_timeout_ms = (long)c->config.connect_timeout_ms,
         .headers = c->config.headers,
@@ -154,6 +156,11 @@ size_t dn_client_pending(const dn_client *c)
     return c->queue.count + c->in_flight;
 }
 
+size_t dn_client_pending_bytes(const dn_client *c)
+{
+    return c->queue.bytes + c->in_flight_bytes;
+}
+
 bool dn_client_busy(const dn_client *c)
 {
     return dn_client_pending(c) > 0 || c->reports_pending > 0;
@@ -166,6 +173,7 @@ dn_accept dn_client_can_accept(dn_client *c)
     if (!c->config.endpoint) return DN_REFUSED_NO_ENDPOINT;
     if (dn_client_pending(c) >= c->config.max_queue) {
         c->stats.dropped++;
+        c->stats.dropped_max_queue++;
         return DN_REFUSED_QUEUE_FULL;
     }
     return DN_ACCEPTED;
@@ -177,6 +185,12 @@ dn_accept dn_client_accept(dn_client *c, const char *body, size_t body_len, cons
     dn_accept verdict = dn_client_can_accept(c);
     if (verdict != DN_ACCEPTED) return verdict;
     if (body_len > c->config.max_body) return DN_REFUSED_TOO_LARGE;
+    size_t size = dn_event_size_for(body_len, user_agent_len, client_ip_len);
+    if (dn_client_pending_bytes(c) + size > c->config.max_queue_bytes) {
+        c->stats.dropped++;
+        c->stats.dropped_max_queue_bytes++;
+        return DN_REFUSED_QUEUE_BYTES;
+    }
     dn_event *e =
         dn_event_new(body, body_len, user_agent, user_agent_len, client_ip, client_ip_len);
     if (!e) return DN_REFUSED_NO_MEMORY;
@@ -218,6 +232,7 @@ size_t dn_client_close(dn_client *c)
         dn_slot_close(&c->hub->transport, slot);
     }
     c->in_flight = 0;
+    c->in_flight_bytes = 0;
     for (dn_event *e = dn_queue_take_all(&c->queue); e;) {
         dn_event *next = e->next;
         dn_event_free(e);
@@ -287,6 +302,7 @@ void dn_hub_check_fork(dn_hub *hub)
             dn_event_free(e);
         }
         c->in_flight = 0;
+        c->in_flight_bytes = 0;
         dn_queue_free(&c->queue);
         c->reports_pending = 0;
         c->paused_until_ms = 0;
@@ -333,6 +349,7 @@ static void start_due(dn_client *c, int64_t now_ms)
             return;
         }
         c->in_flight++;
+        c->in_flight_bytes += dn_event_size(e);
     }
 }
 
@@ -347,6 +364,7 @@ static void attempt_done(void *ud, dn_slot *slot, dn_event *e, const dn_attempt_
     dn_client *c = slot->owner;
     int64_t now = dn_mono_ms();
     c->in_flight--;
+    c->in_flight_bytes -= dn_event_size(e);
 
     dn_verdict verdict;
     char code[DN_CODE_MAX + 1];

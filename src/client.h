@@ -19,9 +19,11 @@ typedef struct dn_config {
     char *ca_path;
     char *proxy;
     bool insecure;
+    dn_http_version http_version;
     int64_t timeout_ms;
     int64_t connect_timeout_ms;
     size_t max_queue;
+    size_t max_queue_bytes;
     size_t max_in_flight;
     size_t max_retries;
     size_t max_body;
@@ -38,11 +40,13 @@ bool dn_config_set_string(char **field, const char *value);
 bool dn_config_add_header(dn_config *config, const char *name, const char *value);
 
 typedef struct dn_stats {
-    uint64_t sent;      /* delivered: a 2xx answer */
-    uint64_t failed;    /* failed for good, reported to on_error */
-    uint64_t dropped;   /* refused by emit for want of room (QUEUE_FULL) */
-    uint64_t retries;   /* further attempts scheduled after a retryable failure */
-    uint64_t cancelled; /* undelivered when the client was closed */
+    uint64_t sent;              /* delivered: a 2xx answer */
+    uint64_t failed;            /* failed for good, reported to on_error */
+    uint64_t dropped;           /* refused by emit for want of room (QUEUE_FULL), for any reason */
+    uint64_t dropped_max_queue; /* ... because max_queue events were waiting */
+    uint64_t dropped_max_queue_bytes; /* ... because they held max_queue_bytes */
+    uint64_t retries;                 /* further attempts scheduled after a retryable failure */
+    uint64_t cancelled;               /* undelivered when the client was closed */
 } dn_stats;
 
 /* A failure waiting to be passed to on_error from the next pump, flush or close. */
@@ -68,6 +72,7 @@ typedef struct dn_client {
     dn_queue queue;
     dn_slot *slots; /* max_in_flight of them, opened on first use */
     size_t in_flight;
+    size_t in_flight_bytes;
     int64_t paused_until_ms; /* Retry-After: no attempt of this client starts before */
     dn_stats stats;
     size_t reports_pending;
@@ -108,6 +113,7 @@ typedef enum dn_accept {
     DN_REFUSED_CLOSED,
     DN_REFUSED_TOO_LARGE,
     DN_REFUSED_QUEUE_FULL,
+    DN_REFUSED_QUEUE_BYTES,
     DN_REFUSED_NO_MEMORY,
 } dn_accept;
 
@@ -118,6 +124,8 @@ dn_accept dn_client_accept(dn_client *client, const char *body, size_t body_len,
                            const char *user_agent, size_t user_agent_len, const char *client_ip,
                            size_t client_ip_len);
 size_t dn_client_pending(const dn_client *client);
+/* Memory held by the events queued or in flight. */
+size_t dn_client_pending_bytes(const dn_client *client);
 bool dn_client_busy(const dn_client *client);
 /* Queues a report not tied to an event (a storage that failed). */
 void dn_client_report(dn_client *client, const char *code, const char *message);

@@ -10,6 +10,7 @@
 
 #include <math.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -107,6 +108,15 @@ static const char *error_text(lua_State *L, int idx)
 {
     const char *msg = lua_tostring(L, idx);
     return msg ? msg : "(error object is not a string)";
+}
+
+/* Turning TLS verification off must not go unnoticed; once per process is enough
+ * to be seen in a log without flooding it. */
+static void warn_insecure_once(const char *endpoint)
+{
+    static atomic_flag warned = ATOMIC_FLAG_INIT;
+    if (atomic_flag_test_and_set(&warned)) return;
+    warn("TLS verification is off (insecure = true)", endpoint ? endpoint : "(no endpoint yet)");
 }
 
 /* ---- clients: lookup, anchors, reports ---- */
@@ -502,6 +512,7 @@ typedef enum option_kind {
     OPT_HEADERS,
     OPT_STORAGE,
     OPT_CALLBACK,
+    OPT_HTTP_VERSION,
 } option_kind;
 
 typedef struct option_spec {
@@ -520,6 +531,7 @@ static const option_spec option_specs[] = {
     {"timeout", OPT_SECONDS, CONFIG_FIELD(timeout_ms), 0.001, 1e6},
     {"connect_timeout", OPT_SECONDS, CONFIG_FIELD(connect_timeout_ms), 0.001, 1e6},
     {"max_queue", OPT_COUNT, CONFIG_FIELD(max_queue), 1, 1e9},
+    {"max_queue_bytes", OPT_COUNT, CONFIG_FIELD(max_queue_bytes), 4096, 1099511627776.0},
     {"max_in_flight", OPT_COUNT, CONFIG_FIELD(max_in_flight), 1, 1024},
     {"max_retries", OPT_COUNT, CONFIG_FIELD(max_retries), 0, 100},
     {"retry_base", OPT_SECONDS, CONFIG_FIELD(retry_base_ms), 0, 1e6},
@@ -531,10 +543,13 @@ static const option_spec option_specs[] = {
     {"ca_path", OPT_TEXT, CONFIG_FIELD(ca_path), 0, 0},
     {"proxy", OPT_TEXT, CONFIG_FIELD(proxy), 0, 0},
     {"insecure", OPT_FLAG, CONFIG_FIELD(insecure), 0, 0},
+    {"http_version", OPT_HTTP_VERSION, CONFIG_FIELD(http_version), 0, 0},
     {"on_error", OPT_CALLBACK, 0, 0, 0},
 };
 
 #define OPTION_COUNT (sizeof option_specs / sizeof option_specs[0])
+
+static const char *const http_versions[] = {"default", "1.1", "2", "2-prior-knowledge", NULL};
 
 static const option_spec *find_option(const char *name)
 {
@@ -672,6 +687,17 @@ static void check_option(lua_State *L, const option_spec *spec, int value)
         if (t != LUA_TFUNCTION)
             luaL_error(L, "dukanext: option '%s' must be a function", spec->name);
         break;
+    case OPT_HTTP_VERSION: {
+        const char *v = t == LUA_TSTRING ? lua_tostring(L, value) : "";
+        size_t i = 0;
+        while (http_versions[i] && strcmp(http_versions[i], v) != 0) i++;
+        if (!http_versions[i])
+            luaL_error(L,
+                       "dukanext: option '%s' must be \"default\", \"1.1\", \"2\" or "
+                       "\"2-prior-knowledge\"",
+                       spec->name);
+        break;
+    }
     }
 }
 
@@ -728,9 +754,16 @@ static bool apply_options(lua_State *L, int opts, dn_config *config)
                     lua_pop(L, 1);
                 }
                 break;
+            case OPT_HTTP_VERSION: {
+                const char *v = lua_tostring(L, -1);
+                int version = DN_HTTP_DEFAULT;
+                while (strcmp(http_versions[version], v) != 0) version++;
+                *(dn_http_version *)(void *)field = (dn_http_version)version;
+                break;
+            }
             case OPT_STORAGE:
             case OPT_CALLBACK:
-                break; /* kept as Lua references by the caller */
+                break; /* kept in the client's user value by the caller */
             }
         }
         lua_pop(L, 1);
@@ -785,6 +818,7 @@ static void push_new_client(lua_State *L, hub_box *hb, int opts)
     lc->core->host = lc;
     lc->anchor_ref = LUA_NOREF;
     box->lc = lc;
+    if (lc->core->config.insecure) warn_insecure_once(lc->core->config.endpoint);
 
     push_option(L, opts, "storage");
     if (lua_isnil(L, -1)) {
@@ -976,6 +1010,9 @@ static int refuse_accept(lua_State *L, lclient *lc, dn_accept verdict)
     case DN_REFUSED_QUEUE_FULL:
         return refuse(L, "QUEUE_FULL", "%zu events are already waiting (max_queue)",
                       dn_client_pending(lc->core));
+    case DN_REFUSED_QUEUE_BYTES:
+        return refuse(L, "QUEUE_FULL", "the waiting events hold %zu bytes (max_queue_bytes)",
+                      dn_client_pending_bytes(lc->core));
     case DN_REFUSED_TOO_LARGE:
         return refuse(L, "EVENT_TOO_LARGE", "the encoded event exceeds max_body (%zu bytes)",
                       lc->core->config.max_body);
@@ -1154,12 +1191,15 @@ static int client_stats(lua_State *L)
 {
     lclient *lc = check_client(L, 1);
     const dn_client *c = lc->core;
-    lua_createtable(L, 0, 7);
+    lua_createtable(L, 0, 10);
     set_count(L, "queued", c->queue.count);
     set_count(L, "in_flight", c->in_flight);
     set_count(L, "sent", c->stats.sent);
     set_count(L, "failed", c->stats.failed);
     set_count(L, "dropped", c->stats.dropped);
+    set_count(L, "dropped_max_queue", c->stats.dropped_max_queue);
+    set_count(L, "dropped_max_queue_bytes", c->stats.dropped_max_queue_bytes);
+    set_count(L, "queued_bytes", dn_client_pending_bytes(c));
     set_count(L, "retries", c->stats.retries);
     set_count(L, "cancelled", c->stats.cancelled);
     return 1;

@@ -39,9 +39,14 @@ void dn_event_free(dn_event *event)
     free(event);
 }
 
+size_t dn_event_size_for(size_t body_len, size_t user_agent_len, size_t client_ip_len)
+{
+    return sizeof(dn_event) + body_len + user_agent_len + client_ip_len + 3;
+}
+
 size_t dn_event_size(const dn_event *e)
 {
-    return sizeof *e + e->body_len + e->user_agent_len + e->client_ip_len + 3;
+    return dn_event_size_for(e->body_len, e->user_agent_len, e->client_ip_len);
 }
 
 void dn_queue_init(dn_queue *q)

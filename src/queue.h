@@ -37,8 +37,10 @@ static inline const char *dn_event_client_ip(const dn_event *e)
 {
     return e->client_ip_len ? e->data + e->body_len + 1 + e->user_agent_len + 1 : NULL;
 }
-/* Bytes the event holds, for max_queue_bytes style accounting. */
+/* Bytes an event holds in memory, for max_queue_bytes; the second form answers it
+ * before the event is made. */
 size_t dn_event_size(const dn_event *e);
+size_t dn_event_size_for(size_t body_len, size_t user_agent_len, size_t client_ip_len);
 
 typedef struct dn_queue {
     dn_event *fresh_head, *fresh_tail; /* never attempted, first in first out */

@@ -29,10 +29,10 @@ typedef enum dn_spool_sync {
 } dn_spool_sync;
 
 typedef struct dn_spool_options {
-    const char *dir;       /* created (mode 0700) when missing */
+    const char *dir; /* created (mode 0700) when missing */
     dn_spool_sync sync;
-    int64_t interval_ms;   /* for DN_SPOOL_SYNC_INTERVAL */
-    uint64_t max_bytes;    /* live bytes on disk beyond which appends are refused */
+    int64_t interval_ms;    /* for DN_SPOOL_SYNC_INTERVAL */
+    uint64_t max_bytes;     /* live bytes on disk beyond which appends are refused */
     uint64_t segment_bytes; /* a segment is closed and a new one begun past this size */
 } dn_spool_options;
 
@@ -69,8 +69,8 @@ bool dn_spool_replay(dn_spool *spool, dn_spool_event_fn on_event, void *ud);
  * DN_SPOOL_SYNC_ALWAYS the record is on disk (fsync) when this returns. */
 dn_spool_status dn_spool_append(dn_spool *spool, const uint8_t idempotency_key[16],
                                 const char *body, size_t body_len, const char *user_agent,
-                                size_t user_agent_len, const char *client_ip,
-                                size_t client_ip_len, uint64_t *id);
+                                size_t user_agent_len, const char *client_ip, size_t client_ip_len,
+                                uint64_t *id);
 
 /* The event needs no more sending (delivered, or failed for good). Not synced on its
  * own: a DONE lost in a crash only means the event is sent once more, with the same

@@ -95,6 +95,13 @@ bool dn_slot_open(dn_slot *slot, void *owner, const dn_transport_options *o)
     if (o->ca_file) SET(CURLOPT_CAINFO, o->ca_file);
     if (o->ca_path) SET(CURLOPT_CAPATH, o->ca_path);
     if (o->proxy) SET(CURLOPT_PROXY, o->proxy);
+    if (o->http_version == DN_HTTP_1_1) SET(CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
+    if (o->http_version == DN_HTTP_2) SET(CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
+    if (o->http_version == DN_HTTP_2_PRIOR_KNOWLEDGE)
+        SET(CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE);
+    /* With HTTP/2 a new attempt waits for the connection being set up and multiplexes
+     * over it, instead of opening one connection per attempt. */
+    if (o->http_version == DN_HTTP_2) SET(CURLOPT_PIPEWAIT, 1L);
     if (o->insecure) {
         SET(CURLOPT_SSL_VERIFYPEER, 0L);
         SET(CURLOPT_SSL_VERIFYHOST, 0L);

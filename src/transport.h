@@ -11,6 +11,13 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+typedef enum dn_http_version {
+    DN_HTTP_DEFAULT, /* curl's choice: HTTP/2 over TLS when the server offers it */
+    DN_HTTP_1_1,
+    DN_HTTP_2,                 /* HTTP/2 over TLS, HTTP/1.1 in the clear */
+    DN_HTTP_2_PRIOR_KNOWLEDGE, /* HTTP/2 in the clear too (h2c), without upgrade */
+} dn_http_version;
+
 /* Connection settings of one client, applied once to each of its easy handles. */
 typedef struct dn_transport_options {
     const char *endpoint;
@@ -19,6 +26,7 @@ typedef struct dn_transport_options {
     const char *ca_path;
     const char *proxy;
     bool insecure;
+    dn_http_version http_version;
     long timeout_ms;
     long connect_timeout_ms;
     struct curl_slist *headers; /* fixed for the client: content type and the user's */
