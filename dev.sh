@@ -7,8 +7,9 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 PACKAGES=(
-  build-essential cmake pkg-config
-  lua5.4 liblua5.4-dev
+  build-essential cmake pkg-config clang libclang-rt-14-dev valgrind
+  lua5.1 lua5.2 lua5.3 lua5.4 liblua5.1-0-dev liblua5.2-dev liblua5.3-dev liblua5.4-dev
+  luajit2 libluajit2-5.1-dev
   lua-cjson libcurl4-openssl-dev
   lua-busted lua-socket
   nginx-light libnginx-mod-http-lua openssl curl
@@ -37,9 +38,11 @@ install_missing() {
   apt-get install -y -qq $missing >/dev/null
 }
 
-build() {
-  cmake -S . -B build -DDUKANEXT_SANITIZE=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-  cmake --build build -j"$(nproc)"
+# The test build: the module for Lua 5.4 plus every other Lua, sanitized, fuzzers and
+# the valgrind run.
+configure() {
+  cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDUKANEXT_SANITIZE=ON \
+    -DDUKANEXT_ALL_LUAS=ON -DDUKANEXT_FUZZ=ON -DDUKANEXT_VALGRIND=ON >/dev/null
 }
 
 case "${1:-}" in
@@ -48,14 +51,16 @@ case "${1:-}" in
     ;;
   demo)
     install_missing
-    build >/dev/null
+    configure
+    cmake --build build -j"$(nproc)" --target dukanext >/dev/null
     DUKANEXT_CPATH="$PWD/build/?.so" lua5.4 examples/demo.lua
     ;;
   test)
     install_missing
-    build
+    configure
+    cmake --build build -j"$(nproc)"
     cd build
-    ctest --output-on-failure
+    ctest --output-on-failure -j"$(nproc)"
     ;;
   *)
     echo "usage: ./dev.sh demo | test | packages" >&2
