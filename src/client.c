@@ -424,10 +424,9 @@ size_t dn_hub_pump(dn_hub *hub)
     dn_hub_check_fork(hub);
     dn_transport_perform(&hub->transport, attempt_done, hub);
     int64_t now = dn_mono_ms();
-    size_t attached = hub->transport.attached;
     for (dn_client *c = hub->clients; c; c = c->next) start_due(c, now);
     /* New attempts get their connect going now rather than at the next pump. */
-    if (hub->transport.attached > attached)
+    if (dn_transport_timeout_ms(&hub->transport, now) == 0)
         dn_transport_perform(&hub->transport, attempt_done, hub);
     return hub->pending;
 }
@@ -435,7 +434,7 @@ size_t dn_hub_pump(dn_hub *hub)
 int dn_hub_idle_ms(dn_hub *hub, int64_t now_ms, int limit_ms)
 {
     int64_t wait = limit_ms;
-    long curl_ms = dn_transport_timeout_ms(&hub->transport);
+    long curl_ms = dn_transport_timeout_ms(&hub->transport, now_ms);
     if (curl_ms >= 0 && curl_ms < wait) wait = curl_ms;
     for (dn_client *c = hub->clients; c; c = c->next) {
         if (c->closed || c->queue.count == 0 || c->in_flight >= c->config.max_in_flight) continue;

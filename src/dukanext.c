@@ -1271,6 +1271,31 @@ static int module_pump(lua_State *L)
     return 1;
 }
 
+/* For hosts with their own event loop: a descriptor that is readable whenever a
+ * transfer has something to do... */
+static int module_poll_fd(lua_State *L)
+{
+    hub_box *hb = upvalue_hub(L);
+    dn_hub_check_fork(hb->hub);
+    lua_pushinteger(L, dn_transport_fd(&hb->hub->transport));
+    return 1;
+}
+
+/* ...and the seconds until the next pump is due whatever the descriptor says (a
+ * queued event, a retry, curl's own timeouts), or nil when there is nothing to do. */
+static int module_next_timeout(lua_State *L)
+{
+    hub_box *hb = upvalue_hub(L);
+    dn_hub *hub = hb->hub;
+    if (hub->pending == 0 && !hub->reports_head) {
+        lua_pushnil(L);
+        return 1;
+    }
+    int ms = hub->reports_head ? 0 : dn_hub_idle_ms(hub, dn_mono_ms(), 60000);
+    lua_pushnumber(L, ms / 1000.0);
+    return 1;
+}
+
 static int module_flush(lua_State *L)
 {
     return flush_until(L, upvalue_hub(L), NULL, 1);
@@ -1323,6 +1348,8 @@ static const luaL_Reg module_functions[] = {
     {"reset", module_reset},
     {"pump", module_pump},
     {"flush", module_flush},
+    {"poll_fd", module_poll_fd},
+    {"next_timeout", module_next_timeout},
     {"stats", module_stats},
     {"memory_storage", module_memory_storage},
     {"file_storage", module_file_storage},

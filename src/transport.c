@@ -4,7 +4,10 @@
 
 #include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <unistd.h>
 
 static pthread_once_t global_init_once = PTHREAD_ONCE_INIT;
 static bool global_init_ok;
@@ -20,18 +23,83 @@ bool dn_transport_global_init(void)
     return global_init_ok;
 }
 
+static bool watch_socket(dn_transport *t, curl_socket_t fd, int what)
+{
+    struct epoll_event ev = {.data.fd = fd};
+    if (what == CURL_POLL_IN || what == CURL_POLL_INOUT) ev.events |= EPOLLIN;
+    if (what == CURL_POLL_OUT || what == CURL_POLL_INOUT) ev.events |= EPOLLOUT;
+    if (epoll_ctl(t->epoll_fd, EPOLL_CTL_MOD, fd, &ev) == 0) return true;
+    if (epoll_ctl(t->epoll_fd, EPOLL_CTL_ADD, fd, &ev) != 0) return false;
+    if (t->socket_count == t->socket_cap) {
+        size_t cap = t->socket_cap ? t->socket_cap * 2 : 16;
+        int *grown = realloc(t->sockets, cap * sizeof *grown);
+        if (!grown) return true; /* watched; only the after-fork cleanup misses it */
+        t->sockets = grown;
+        t->socket_cap = cap;
+    }
+    t->sockets[t->socket_count++] = fd;
+    return true;
+}
+
+static void forget_socket(dn_transport *t, curl_socket_t fd)
+{
+    /* curl says REMOVE before it closes the socket; EBADF here is harmless. */
+    epoll_ctl(t->epoll_fd, EPOLL_CTL_DEL, fd, NULL);
+    for (size_t i = 0; i < t->socket_count; i++) {
+        if (t->sockets[i] == fd) {
+            t->sockets[i] = t->sockets[--t->socket_count];
+            break;
+        }
+    }
+}
+
+static int on_socket(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
+{
+    (void)easy;
+    (void)socketp;
+    dn_transport *t = userp;
+    if (what == CURL_POLL_REMOVE)
+        forget_socket(t, fd);
+    else if (!watch_socket(t, fd, what))
+        return -1;
+    return 0;
+}
+
+static int on_timer(CURLM *multi, long timeout_ms, void *userp)
+{
+    (void)multi;
+    dn_transport *t = userp;
+    t->timer_due_ms = timeout_ms < 0 ? -1 : dn_mono_ms() + timeout_ms;
+    return 0;
+}
+
 bool dn_transport_init(dn_transport *t)
 {
-    t->multi = curl_multi_init();
+    memset(t, 0, sizeof *t);
     t->fork_generation = dn_fork_generation();
-    t->attached = 0;
-    return t->multi != NULL;
+    t->timer_due_ms = -1;
+    t->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
+    t->multi = t->epoll_fd >= 0 ? curl_multi_init() : NULL;
+    if (!t->multi) {
+        if (t->epoll_fd >= 0) close(t->epoll_fd);
+        t->epoll_fd = -1;
+        return false;
+    }
+    curl_multi_setopt(t->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
+    curl_multi_setopt(t->multi, CURLMOPT_SOCKETDATA, t);
+    curl_multi_setopt(t->multi, CURLMOPT_TIMERFUNCTION, on_timer);
+    curl_multi_setopt(t->multi, CURLMOPT_TIMERDATA, t);
+    return true;
 }
 
 void dn_transport_cleanup(dn_transport *t)
 {
     if (t->multi && !dn_transport_forked(t)) curl_multi_cleanup(t->multi);
+    if (t->epoll_fd >= 0) close(t->epoll_fd);
+    free(t->sockets);
     t->multi = NULL;
+    t->epoll_fd = -1;
+    t->sockets = NULL;
 }
 
 bool dn_transport_forked(const dn_transport *t)
@@ -42,7 +110,13 @@ bool dn_transport_forked(const dn_transport *t)
 bool dn_transport_renew(dn_transport *t)
 {
     /* The parent's multi handle is left alone on purpose: cleaning it up here would
-     * close TLS sessions that the parent still uses. Its memory is the price. */
+     * close TLS sessions that the parent still uses. Its memory is the price. Our
+     * copies of the parent's sockets are closed, which the parent does not notice,
+     * so that its connections end when it closes them. The epoll set is shared with
+     * the parent across fork: we only drop our reference to it. */
+    for (size_t i = 0; i < t->socket_count; i++) close(t->sockets[i]);
+    free(t->sockets);
+    close(t->epoll_fd);
     return dn_transport_init(t);
 }
 
@@ -211,11 +285,29 @@ void dn_slot_abandon(dn_slot *slot)
     dn_buf_free(&slot->header_text);
 }
 
+/* Lets curl act on every ready socket and on its timeout, without waiting. */
+static void drive(dn_transport *t)
+{
+    struct epoll_event ready[64];
+    int running = 0;
+    int n = epoll_wait(t->epoll_fd, ready, (int)(sizeof ready / sizeof ready[0]), 0);
+    for (int i = 0; i < n; i++) {
+        int mask = 0;
+        if (ready[i].events & EPOLLIN) mask |= CURL_CSELECT_IN;
+        if (ready[i].events & EPOLLOUT) mask |= CURL_CSELECT_OUT;
+        if (ready[i].events & (EPOLLERR | EPOLLHUP)) mask |= CURL_CSELECT_ERR;
+        curl_multi_socket_action(t->multi, ready[i].data.fd, mask, &running);
+    }
+    if (t->timer_due_ms >= 0 && t->timer_due_ms <= dn_mono_ms()) {
+        t->timer_due_ms = -1;
+        curl_multi_socket_action(t->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+    }
+}
+
 void dn_transport_perform(dn_transport *t, dn_attempt_done_fn on_done, void *ud)
 {
     if (t->attached == 0) return;
-    int running = 0;
-    curl_multi_perform(t->multi, &running);
+    drive(t);
     CURLMsg *msg;
     int left;
     while ((msg = curl_multi_info_read(t->multi, &left))) {
@@ -248,13 +340,18 @@ void dn_transport_perform(dn_transport *t, dn_attempt_done_fn on_done, void *ud)
 void dn_transport_wait(dn_transport *t, int timeout_ms)
 {
     if (timeout_ms < 0) timeout_ms = 0;
-    int ready = 0;
-    curl_multi_poll(t->multi, NULL, 0, timeout_ms, &ready);
+    /* Level-triggered: what this reports is reported again to the next drive(). */
+    struct epoll_event ready;
+    epoll_wait(t->epoll_fd, &ready, 1, timeout_ms);
 }
 
-long dn_transport_timeout_ms(dn_transport *t)
+long dn_transport_timeout_ms(const dn_transport *t, int64_t now_ms)
 {
-    long ms = -1;
-    if (t->attached > 0) curl_multi_timeout(t->multi, &ms);
-    return ms;
+    if (t->attached == 0 || t->timer_due_ms < 0) return -1;
+    return t->timer_due_ms > now_ms ? (long)(t->timer_due_ms - now_ms) : 0;
+}
+
+int dn_transport_fd(const dn_transport *t)
+{
+    return t->epoll_fd;
 }

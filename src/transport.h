@@ -58,10 +58,19 @@ typedef struct dn_slot {
     char error_text[CURL_ERROR_SIZE];
 } dn_slot;
 
+/* curl is driven with curl_multi_socket_action: it tells us which sockets to watch
+ * and when its next timeout falls, we keep the sockets in an epoll set. A pump asks
+ * that set (without waiting) which sockets are ready, so its cost follows the work to
+ * do, and a host with an event loop can watch the one epoll descriptor instead of
+ * pumping blindly. */
 typedef struct dn_transport {
     CURLM *multi;
     unsigned fork_generation; /* the process generation the multi handle belongs to */
     size_t attached;          /* easy handles currently in the multi handle */
+    int epoll_fd;
+    int64_t timer_due_ms; /* curl's next timeout, monotonic; -1 when it has none */
+    int *sockets;         /* the sockets curl asked us to watch */
+    size_t socket_count, socket_cap;
 } dn_transport;
 
 /* curl_global_init, once per process. */
@@ -81,10 +90,13 @@ typedef void (*dn_attempt_done_fn)(void *ud, dn_slot *slot, dn_event *event,
 /* Drives every transfer as far as it goes without waiting, and reports each finished
  * one with its event, the slot being idle again; on_done may start new attempts. */
 void dn_transport_perform(dn_transport *t, dn_attempt_done_fn on_done, void *ud);
-/* Waits (curl_multi_poll) until a socket is ready, curl's own timeout, or timeout_ms. */
+/* Waits until a socket is ready or timeout_ms passes (the caller caps timeout_ms with
+ * dn_transport_timeout_ms). */
 void dn_transport_wait(dn_transport *t, int timeout_ms);
-/* curl's next deadline in ms, -1 when it has none. */
-long dn_transport_timeout_ms(dn_transport *t);
+/* Milliseconds until curl's next timeout, -1 when it has none. */
+long dn_transport_timeout_ms(const dn_transport *t, int64_t now_ms);
+/* The epoll descriptor: readable whenever a transfer has something to do. */
+int dn_transport_fd(const dn_transport *t);
 
 bool dn_slot_open(dn_slot *slot, void *owner, const dn_transport_options *options);
 bool dn_slot_start(dn_transport *t, dn_slot *slot, dn_event *event);
