@@ -22,6 +22,9 @@ void dn_config_defaults(dn_config *c)
     c->retry_base_ms = 500;
     c->retry_max_ms = 60000;
     c->session_timeout_ms = 1800 * 1000;
+    c->spool_sync = DN_SPOOL_SYNC_INTERVAL;
+    c->spool_interval_ms = 1000;
+    c->spool_max_bytes = (size_t)64 << 20;
 }
 
 void dn_config_free(dn_config *c)
@@ -31,6 +34,7 @@ void dn_config_free(dn_config *c)
     free(c->ca_file);
     free(c->ca_path);
     free(c->proxy);
+    free(c->spool_dir);
     curl_slist_free_all(c->headers);
     memset(c, 0, sizeof *c);
 }
@@ -97,6 +101,38 @@ void dn_client_report(dn_client *c, const char *code, const char *message)
     queue_report(c, code, 0, message, NULL);
 }
 
+static void replay_spooled(void *ud, const dn_spool_event *spooled)
+{
+    dn_client *c = ud;
+    dn_event *e = dn_event_new(spooled->body, spooled->body_len, spooled->user_agent,
+                               spooled->user_agent_len, spooled->client_ip,
+                               spooled->client_ip_len, spooled->idempotency_key);
+    /* Without memory it stays on disk for the next start. */
+    if (!e) return;
+    e->spool_id = spooled->id;
+    dn_queue_push_fresh(&c->queue, e);
+    c->hub->pending++;
+    c->stats.replayed++;
+}
+
+/* Opens the client's spool folder and queues what earlier writers left pending. On
+ * failure the client works in memory and tries again a few seconds later. */
+static void spool_open(dn_client *c, int64_t now_ms)
+{
+    dn_spool_options options = {
+        .dir = c->config.spool_dir,
+        .sync = c->config.spool_sync,
+        .interval_ms = c->config.spool_interval_ms,
+        .max_bytes = c->config.spool_max_bytes,
+    };
+    c->spool = dn_spool_open(&options, c->spool_error, sizeof c->spool_error);
+    if (!c->spool) {
+        c->spool_retry_ms = now_ms + 5000;
+        return;
+    }
+    dn_spool_replay(c->spool, replay_spooled, c);
+}
+
 dn_client *dn_client_new(dn_hub *hub, dn_config *config)
 {
     dn_client *c = calloc(1, sizeof *c);
@@ -148,6 +184,7 @@ dn_client *dn_client_new(dn_hub *hub, dn_config *config)
     c->next = hub->clients;
     if (hub->clients) hub->clients->prev = c;
     hub->clients = c;
+    if (c->config.spool_dir) spool_open(c, dn_mono_ms());
     return c;
 }
 
@@ -179,6 +216,39 @@ dn_accept dn_client_can_accept(dn_client *c)
     return DN_ACCEPTED;
 }
 
+/* Reports a spool failure to on_error, at most every ten seconds: a full disk would
+ * otherwise produce one report per event. */
+static void report_spool_failure(dn_client *c, int64_t now_ms)
+{
+    if (c->spool_reported_ms && now_ms - c->spool_reported_ms < 10000) return;
+    c->spool_reported_ms = now_ms;
+    queue_report(c, "SPOOL_ERROR", 0, c->spool_error, NULL);
+}
+
+static dn_accept spool_event(dn_client *c, dn_event *e)
+{
+    int64_t now = dn_mono_ms();
+    if (!c->spool && now >= c->spool_retry_ms) spool_open(c, now);
+    dn_spool_status status = DN_SPOOL_ERROR;
+    if (c->spool) {
+        const char *ua = dn_event_user_agent(e);
+        const char *ip = dn_event_client_ip(e);
+        status = dn_spool_append(c->spool, e->idempotency_key, dn_event_body(e), e->body_len,
+                                 ua, e->user_agent_len, ip, e->client_ip_len, &e->spool_id);
+        if (status == DN_SPOOL_ERROR)
+            snprintf(c->spool_error, sizeof c->spool_error, "%s", dn_spool_error(c->spool));
+    }
+    if (status == DN_SPOOL_OK) return DN_ACCEPTED;
+    if (status == DN_SPOOL_FULL) {
+        c->stats.dropped++;
+        c->stats.dropped_spool_max_bytes++;
+        return DN_REFUSED_SPOOL_FULL;
+    }
+    c->stats.unspooled++;
+    report_spool_failure(c, now);
+    return DN_ACCEPTED_IN_MEMORY;
+}
+
 dn_accept dn_client_accept(dn_client *c, const char *body, size_t body_len, const char *user_agent,
                            size_t user_agent_len, const char *client_ip, size_t client_ip_len)
 {
@@ -192,11 +262,18 @@ dn_accept dn_client_accept(dn_client *c, const char *body, size_t body_len, cons
         return DN_REFUSED_QUEUE_BYTES;
     }
     dn_event *e =
-        dn_event_new(body, body_len, user_agent, user_agent_len, client_ip, client_ip_len);
+        dn_event_new(body, body_len, user_agent, user_agent_len, client_ip, client_ip_len, NULL);
     if (!e) return DN_REFUSED_NO_MEMORY;
+    if (c->config.spool_dir) {
+        verdict = spool_event(c, e);
+        if (verdict == DN_REFUSED_SPOOL_FULL) {
+            dn_event_free(e);
+            return verdict;
+        }
+    }
     dn_queue_push_fresh(&c->queue, e);
     c->hub->pending++;
-    return DN_ACCEPTED;
+    return verdict;
 }
 
 static void purge_reports(dn_client *c)
@@ -241,6 +318,9 @@ size_t dn_client_close(dn_client *c)
     }
     c->hub->pending -= undelivered;
     c->stats.cancelled += undelivered;
+    /* Spooled events are not done: the next writer of the folder sends them. */
+    dn_spool_close(c->spool);
+    c->spool = NULL;
     purge_reports(c);
     c->hub->idle_clients = true;
     return undelivered;
@@ -307,6 +387,11 @@ void dn_hub_check_fork(dn_hub *hub)
         c->reports_pending = 0;
         c->paused_until_ms = 0;
         memset(&c->stats, 0, sizeof c->stats);
+        /* The parent keeps its spool writer; the child becomes a writer of its own on
+         * its first event. */
+        if (c->spool) dn_spool_abandon(c->spool);
+        c->spool = NULL;
+        c->spool_retry_ms = 0;
     }
     while (hub->reports_head) {
         dn_report *r = hub->reports_head;
@@ -389,6 +474,9 @@ static void attempt_done(void *ud, dn_slot *slot, dn_event *e, const dn_attempt_
         if (now + pause > c->paused_until_ms) c->paused_until_ms = now + pause;
     }
 
+    bool finished = verdict != DN_VERDICT_RETRY || e->attempts > c->config.max_retries;
+    if (finished && e->spool_id && c->spool) dn_spool_mark_done(c->spool, e->spool_id);
+
     if (verdict == DN_VERDICT_DELIVERED) {
         c->stats.sent++;
         hub->pending--;
@@ -424,7 +512,10 @@ size_t dn_hub_pump(dn_hub *hub)
     dn_hub_check_fork(hub);
     dn_transport_perform(&hub->transport, attempt_done, hub);
     int64_t now = dn_mono_ms();
-    for (dn_client *c = hub->clients; c; c = c->next) start_due(c, now);
+    for (dn_client *c = hub->clients; c; c = c->next) {
+        if (c->spool) dn_spool_tick(c->spool, now);
+        start_due(c, now);
+    }
     /* New attempts get their connect going now rather than at the next pump. */
     if (dn_transport_timeout_ms(&hub->transport, now) == 0)
         dn_transport_perform(&hub->transport, attempt_done, hub);

@@ -6,6 +6,7 @@
 
 #include "policy.h"
 #include "queue.h"
+#include "spool.h"
 #include "transport.h"
 
 #include <stdbool.h>
@@ -31,6 +32,10 @@ typedef struct dn_config {
     int64_t retry_max_ms;
     int64_t session_timeout_ms;
     struct curl_slist *headers; /* "Name: value" lines sent with every event */
+    char *spool_dir;            /* NULL: events live in memory only */
+    dn_spool_sync spool_sync;
+    int64_t spool_interval_ms;
+    size_t spool_max_bytes;
 } dn_config;
 
 void dn_config_defaults(dn_config *config);
@@ -45,6 +50,9 @@ typedef struct dn_stats {
     uint64_t dropped;           /* refused by emit for want of room (QUEUE_FULL), for any reason */
     uint64_t dropped_max_queue; /* ... because max_queue events were waiting */
     uint64_t dropped_max_queue_bytes; /* ... because they held max_queue_bytes */
+    uint64_t dropped_spool_max_bytes; /* ... because the spool held spool_max_bytes */
+    uint64_t replayed;                /* events read back from the spool at start */
+    uint64_t unspooled;               /* accepted in memory only: the spool failed */
     uint64_t retries;                 /* further attempts scheduled after a retryable failure */
     uint64_t cancelled;               /* undelivered when the client was closed */
 } dn_stats;
@@ -78,6 +86,10 @@ typedef struct dn_client {
     size_t reports_pending;
     bool wants_reports; /* false: failures are counted, not reported */
     bool closed;
+    dn_spool *spool;           /* NULL without a spool, or while it cannot be opened */
+    char spool_error[256];     /* why the spool last failed */
+    int64_t spool_retry_ms;    /* when to try opening a failed spool again */
+    int64_t spool_reported_ms; /* when on_error last heard of a spool failure */
     void *host; /* the binding's per-client data */
 } dn_client;
 
@@ -114,7 +126,11 @@ typedef enum dn_accept {
     DN_REFUSED_TOO_LARGE,
     DN_REFUSED_QUEUE_FULL,
     DN_REFUSED_QUEUE_BYTES,
+    DN_REFUSED_SPOOL_FULL,
     DN_REFUSED_NO_MEMORY,
+    /* Queued, but the spool could not keep it (client->spool_error says why): it is
+     * delivered if the process lives, and lost if it does not. */
+    DN_ACCEPTED_IN_MEMORY,
 } dn_accept;
 
 /* Checks what can be checked before the body is built, so a refused event costs

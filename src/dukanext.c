@@ -39,6 +39,9 @@
 typedef struct hub_box {
     dn_hub *hub;
     int default_ref; /* the module-level client */
+    /* The reused body table is being filled or encoded: an emit nested in that (from
+     * a debug hook or a finalizer) builds its own table instead. */
+    bool body_in_use;
 } hub_box;
 
 /* What the binding keeps per client, beside the core client. */
@@ -512,7 +515,7 @@ typedef enum option_kind {
     OPT_HEADERS,
     OPT_STORAGE,
     OPT_CALLBACK,
-    OPT_HTTP_VERSION,
+    OPT_CHOICE, /* one of a list of strings, stored as its index (an enum) */
 } option_kind;
 
 typedef struct option_spec {
@@ -520,9 +523,16 @@ typedef struct option_spec {
     option_kind kind;
     size_t offset; /* of the dn_config field it sets */
     double min, max;
+    const char *const *choices; /* OPT_CHOICE: NULL-terminated, in the enum's order */
 } option_spec;
 
 #define CONFIG_FIELD(f) offsetof(dn_config, f)
+_Static_assert(sizeof(dn_http_version) == sizeof(int), "OPT_CHOICE stores an int");
+_Static_assert(sizeof(dn_spool_sync) == sizeof(int), "OPT_CHOICE stores an int");
+
+/* In the order of dn_http_version and dn_spool_sync. */
+static const char *const http_versions[] = {"default", "1.1", "2", "2-prior-knowledge", NULL};
+static const char *const spool_syncs[] = {"always", "interval", "never", NULL};
 
 static const option_spec option_specs[] = {
     {"endpoint", OPT_URL, CONFIG_FIELD(endpoint), 0, 0},
@@ -543,13 +553,15 @@ static const option_spec option_specs[] = {
     {"ca_path", OPT_TEXT, CONFIG_FIELD(ca_path), 0, 0},
     {"proxy", OPT_TEXT, CONFIG_FIELD(proxy), 0, 0},
     {"insecure", OPT_FLAG, CONFIG_FIELD(insecure), 0, 0},
-    {"http_version", OPT_HTTP_VERSION, CONFIG_FIELD(http_version), 0, 0},
+    {"http_version", OPT_CHOICE, CONFIG_FIELD(http_version), 0, 0, http_versions},
+    {"spool", OPT_TEXT, CONFIG_FIELD(spool_dir), 0, 0},
+    {"spool_sync", OPT_CHOICE, CONFIG_FIELD(spool_sync), 0, 0, spool_syncs},
+    {"spool_interval", OPT_SECONDS, CONFIG_FIELD(spool_interval_ms), 0, 1e6},
+    {"spool_max_bytes", OPT_COUNT, CONFIG_FIELD(spool_max_bytes), 4096, 1099511627776.0},
     {"on_error", OPT_CALLBACK, 0, 0, 0},
 };
 
 #define OPTION_COUNT (sizeof option_specs / sizeof option_specs[0])
-
-static const char *const http_versions[] = {"default", "1.1", "2", "2-prior-knowledge", NULL};
 
 static const option_spec *find_option(const char *name)
 {
@@ -687,15 +699,21 @@ static void check_option(lua_State *L, const option_spec *spec, int value)
         if (t != LUA_TFUNCTION)
             luaL_error(L, "dukanext: option '%s' must be a function", spec->name);
         break;
-    case OPT_HTTP_VERSION: {
+    case OPT_CHOICE: {
         const char *v = t == LUA_TSTRING ? lua_tostring(L, value) : "";
         size_t i = 0;
-        while (http_versions[i] && strcmp(http_versions[i], v) != 0) i++;
-        if (!http_versions[i])
-            luaL_error(L,
-                       "dukanext: option '%s' must be \"default\", \"1.1\", \"2\" or "
-                       "\"2-prior-knowledge\"",
-                       spec->name);
+        while (spec->choices[i] && strcmp(spec->choices[i], v) != 0) i++;
+        if (!spec->choices[i]) {
+            luaL_Buffer b;
+            luaL_buffinit(L, &b);
+            for (size_t k = 0; spec->choices[k]; k++) {
+                if (k) luaL_addstring(&b, spec->choices[k + 1] ? ", " : " or ");
+                lua_pushfstring(L, "\"%s\"", spec->choices[k]);
+                luaL_addvalue(&b);
+            }
+            luaL_pushresult(&b);
+            luaL_error(L, "dukanext: option '%s' must be %s", spec->name, lua_tostring(L, -1));
+        }
         break;
     }
     }
@@ -754,11 +772,12 @@ static bool apply_options(lua_State *L, int opts, dn_config *config)
                     lua_pop(L, 1);
                 }
                 break;
-            case OPT_HTTP_VERSION: {
+            case OPT_CHOICE: {
+                /* Every choice enum of dn_config is an int-sized enum counting from 0. */
                 const char *v = lua_tostring(L, -1);
-                int version = DN_HTTP_DEFAULT;
-                while (strcmp(http_versions[version], v) != 0) version++;
-                *(dn_http_version *)(void *)field = (dn_http_version)version;
+                int choice = 0;
+                while (strcmp(spec->choices[choice], v) != 0) choice++;
+                *(int *)(void *)field = choice;
                 break;
             }
             case OPT_STORAGE:
@@ -829,6 +848,8 @@ static void push_new_client(lua_State *L, hub_box *hb, int opts)
     push_option(L, opts, "on_error");
     lc->core->wants_reports = !lua_isnil(L, -1);
     set_client_value(L, self, CALLBACK_ON_ERROR);
+    /* Events replayed from a spool are work: the client must outlive its last reference. */
+    anchor_if_busy(L, lc, self);
 }
 
 static void release_callbacks(lua_State *L, lclient *lc, int self)
@@ -1016,8 +1037,15 @@ static int refuse_accept(lua_State *L, lclient *lc, dn_accept verdict)
     case DN_REFUSED_TOO_LARGE:
         return refuse(L, "EVENT_TOO_LARGE", "the encoded event exceeds max_body (%zu bytes)",
                       lc->core->config.max_body);
+    case DN_REFUSED_SPOOL_FULL:
+        return refuse(L, "QUEUE_FULL", "the spool holds %zu bytes (spool_max_bytes)",
+                      (size_t)dn_spool_bytes(lc->core->spool));
     case DN_REFUSED_NO_MEMORY:
         return refuse(L, "OUT_OF_MEMORY", "no memory to queue the event");
+    case DN_ACCEPTED_IN_MEMORY:
+        /* Queued all the same: it is delivered unless the process dies first. */
+        return refuse(L, "SPOOL_ERROR", "%s (the event is queued in memory only)",
+                      lc->core->spool_error);
     case DN_ACCEPTED:
         break;
     }
@@ -1081,7 +1109,15 @@ static int client_emit(lua_State *L)
         return refuse_accept(L, lc, verdict);
     }
 
+    hub_box *hb = upvalue_hub(L);
+    bool own_body = !hb->body_in_use;
     int body = lua_upvalueindex(UV_BODY);
+    if (own_body) {
+        hb->body_in_use = true;
+    } else {
+        lua_createtable(L, 0, 8);
+        body = lua_gettop(L);
+    }
     lua_pushlstring(L, user_id, user_id_len);
     lua_setfield(L, body, "userId");
     lua_pushlstring(L, session.id, session.id_len);
@@ -1115,6 +1151,7 @@ static int client_emit(lua_State *L)
     /* The body table must not keep the caller's metadata alive. */
     lua_pushvalue(L, lua_upvalueindex(UV_EMPTY));
     lua_setfield(L, body, "metadata");
+    if (own_body) hb->body_in_use = false;
     if (encoded != LUA_OK) {
         anchor_if_busy(L, lc, 1);
         return refuse(L, "INVALID_METADATA", "%s", error_text(L, -1));
@@ -1191,7 +1228,7 @@ static int client_stats(lua_State *L)
 {
     lclient *lc = check_client(L, 1);
     const dn_client *c = lc->core;
-    lua_createtable(L, 0, 10);
+    lua_createtable(L, 0, 16);
     set_count(L, "queued", c->queue.count);
     set_count(L, "in_flight", c->in_flight);
     set_count(L, "sent", c->stats.sent);
@@ -1200,6 +1237,11 @@ static int client_stats(lua_State *L)
     set_count(L, "dropped_max_queue", c->stats.dropped_max_queue);
     set_count(L, "dropped_max_queue_bytes", c->stats.dropped_max_queue_bytes);
     set_count(L, "queued_bytes", dn_client_pending_bytes(c));
+    set_count(L, "dropped_spool_max_bytes", c->stats.dropped_spool_max_bytes);
+    set_count(L, "replayed", c->stats.replayed);
+    set_count(L, "unspooled", c->stats.unspooled);
+    set_count(L, "spool_pending", c->spool ? dn_spool_pending(c->spool) : 0);
+    set_count(L, "spool_bytes", c->spool ? dn_spool_bytes(c->spool) : 0);
     set_count(L, "retries", c->stats.retries);
     set_count(L, "cancelled", c->stats.cancelled);
     return 1;
@@ -1366,6 +1408,7 @@ static hub_box *push_hub(lua_State *L)
     hub_box *hb = lua_newuserdata(L, sizeof *hb);
     hb->hub = NULL;
     hb->default_ref = LUA_NOREF;
+    hb->body_in_use = false;
     luaL_newmetatable(L, HUB_MT);
     lua_pushcfunction(L, hub_gc);
     lua_setfield(L, -2, "__gc");

@@ -5,7 +5,8 @@
 #include <string.h>
 
 dn_event *dn_event_new(const char *body, size_t body_len, const char *user_agent,
-                       size_t user_agent_len, const char *client_ip, size_t client_ip_len)
+                       size_t user_agent_len, const char *client_ip, size_t client_ip_len,
+                       const uint8_t *idempotency_key)
 {
     if (body_len > UINT32_MAX - 3 || user_agent_len > UINT16_MAX || client_ip_len > UINT16_MAX)
         return NULL;
@@ -16,12 +17,17 @@ dn_event *dn_event_new(const char *body, size_t body_len, const char *user_agent
     e->body_len = (uint32_t)body_len;
     e->user_agent_len = (uint16_t)user_agent_len;
     e->client_ip_len = (uint16_t)client_ip_len;
+    e->spool_id = 0;
     e->attempts = 0;
-    if (!dn_random_fill(e->idempotency_key, sizeof e->idempotency_key)) {
-        free(e);
-        return NULL;
+    if (idempotency_key) {
+        memcpy(e->idempotency_key, idempotency_key, sizeof e->idempotency_key);
+    } else {
+        if (!dn_random_fill(e->idempotency_key, sizeof e->idempotency_key)) {
+            free(e);
+            return NULL;
+        }
+        dn_uuid_mark_v4(e->idempotency_key);
     }
-    dn_uuid_mark_v4(e->idempotency_key);
     char *p = e->data;
     memcpy(p, body, body_len);
     p[body_len] = '\0';

@@ -12,7 +12,8 @@
  * someone's behalf. */
 typedef struct dn_event {
     struct dn_event *next;
-    int64_t due_ms; /* monotonic time before which no further attempt starts */
+    int64_t due_ms;    /* monotonic time before which no further attempt starts */
+    uint64_t spool_id; /* its record in the client's spool, 0 when not spooled */
     uint32_t body_len;
     uint16_t user_agent_len;
     uint16_t client_ip_len;
@@ -21,8 +22,11 @@ typedef struct dn_event {
     char data[]; /* body, user agent, client ip, each followed by a NUL */
 } dn_event;
 
+/* idempotency_key: the event's key when it already has one (replayed from a spool),
+ * NULL to make a new one. */
 dn_event *dn_event_new(const char *body, size_t body_len, const char *user_agent,
-                       size_t user_agent_len, const char *client_ip, size_t client_ip_len);
+                       size_t user_agent_len, const char *client_ip, size_t client_ip_len,
+                       const uint8_t *idempotency_key);
 void dn_event_free(dn_event *event);
 
 static inline const char *dn_event_body(const dn_event *e)

@@ -1270,10 +1270,23 @@ const char *dn_spool_error(const dn_spool *s)
     return s->error;
 }
 
+/* A writer that leaves nothing pending removes its files, oldest segment first and
+ * the lock last while still held, so a clean shutdown leaves an empty folder. */
+static void remove_own_files(dn_spool *s)
+{
+    char name[FILE_NAME_MAX];
+    for (size_t i = 0; i < s->segment_count; i++)
+        if (segment_name(name, s->writer, s->segments[i].seq)) unlinkat(s->dir_fd, name, 0);
+    if (lock_name(name, s->writer)) unlinkat(s->dir_fd, name, 0);
+}
+
 void dn_spool_close(dn_spool *s)
 {
     if (!s) return;
-    if (s->current_fd >= 0 && s->dirty) sync_data(s->current_fd);
+    if (dn_spool_pending(s) == 0)
+        remove_own_files(s);
+    else if (s->current_fd >= 0 && s->dirty)
+        sync_data(s->current_fd);
     spool_free(s);
 }
 

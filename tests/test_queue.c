@@ -21,7 +21,7 @@ static dn_event *numbered_event(int n)
 {
     char body[32];
     int len = snprintf(body, sizeof body, "{\"n\":%d}", n);
-    return dn_event_new(body, (size_t)len, NULL, 0, NULL, 0);
+    return dn_event_new(body, (size_t)len, NULL, 0, NULL, 0, NULL);
 }
 
 static int number_of(const dn_event *e)
@@ -206,7 +206,7 @@ static void test_count_and_bytes(void)
         char body[300];
         size_t body_len = (size_t)(i * 5);
         memset(body, 'b', body_len);
-        dn_event *e = dn_event_new(body, body_len, "ua", i % 2 ? 2 : 0, "10.0.0.1", i % 3 ? 8 : 0);
+        dn_event *e = dn_event_new(body, body_len, "ua", i % 2 ? 2 : 0, "10.0.0.1", i % 3 ? 8 : 0, NULL);
         if (!CHECK(e != NULL)) break;
         expected_bytes += dn_event_size(e);
         if (i % 2)
@@ -290,7 +290,7 @@ static void test_event_holds_body_and_headers(void)
     const char body[] = "{\"event\":\"page_view\",\"x\":\"\0bin\xff\"}";
     const char ua[] = "Mozilla/5.0 (X11; Linux x86_64)";
     const char ip[] = "203.0.113.7, 10.0.0.1";
-    dn_event *e = dn_event_new(body, sizeof body - 1, ua, sizeof ua - 1, ip, sizeof ip - 1);
+    dn_event *e = dn_event_new(body, sizeof body - 1, ua, sizeof ua - 1, ip, sizeof ip - 1, NULL);
     if (!CHECK(e != NULL)) return;
     CHECK_MEM_EQ(dn_event_body(e), e->body_len, body, sizeof body - 1);
     CHECK(dn_event_body(e)[e->body_len] == '\0');
@@ -305,14 +305,14 @@ static void test_event_holds_body_and_headers(void)
                   sizeof *e + (sizeof body - 1) + (sizeof ua - 1) + (sizeof ip - 1) + 3);
     dn_event_free(e);
 
-    e = dn_event_new("{}", 2, NULL, 0, NULL, 0);
+    e = dn_event_new("{}", 2, NULL, 0, NULL, 0, NULL);
     if (!CHECK(e != NULL)) return;
     CHECK_STR_EQ(dn_event_body(e), "{}");
     CHECK(dn_event_user_agent(e) == NULL);
     CHECK(dn_event_client_ip(e) == NULL);
     dn_event_free(e);
 
-    e = dn_event_new("{}", 2, NULL, 0, "::1", 3);
+    e = dn_event_new("{}", 2, NULL, 0, "::1", 3, NULL);
     if (!CHECK(e != NULL)) return;
     CHECK(dn_event_user_agent(e) == NULL);
     CHECK_STR_EQ(dn_event_client_ip(e), "::1");
@@ -324,14 +324,14 @@ static void test_event_header_limits(void)
     size_t longest = UINT16_MAX;
     char *long_text = malloc(longest + 1);
     memset(long_text, 'u', longest + 1);
-    dn_event *e = dn_event_new("{}", 2, long_text, longest, long_text, longest);
+    dn_event *e = dn_event_new("{}", 2, long_text, longest, long_text, longest, NULL);
     if (CHECK(e != NULL)) {
         CHECK_UINT_EQ(strlen(dn_event_user_agent(e)), longest);
         CHECK_UINT_EQ(strlen(dn_event_client_ip(e)), longest);
         dn_event_free(e);
     }
-    CHECK(dn_event_new("{}", 2, long_text, longest + 1, NULL, 0) == NULL);
-    CHECK(dn_event_new("{}", 2, NULL, 0, long_text, longest + 1) == NULL);
+    CHECK(dn_event_new("{}", 2, long_text, longest + 1, NULL, 0, NULL) == NULL);
+    CHECK(dn_event_new("{}", 2, NULL, 0, long_text, longest + 1, NULL) == NULL);
     free(long_text);
 }
 
