@@ -104,9 +104,9 @@ void dn_client_report(dn_client *c, const char *code, const char *message)
 static void replay_spooled(void *ud, const dn_spool_event *spooled)
 {
     dn_client *c = ud;
-    dn_event *e = dn_event_new(spooled->body, spooled->body_len, spooled->user_agent,
-                               spooled->user_agent_len, spooled->client_ip,
-                               spooled->client_ip_len, spooled->idempotency_key);
+    dn_event *e =
+        dn_event_new(spooled->body, spooled->body_len, spooled->user_agent, spooled->user_agent_len,
+                     spooled->client_ip, spooled->client_ip_len, spooled->idempotency_key);
     /* Without memory it stays on disk for the next start. */
     if (!e) return;
     e->spool_id = spooled->id;
@@ -233,8 +233,8 @@ static dn_accept spool_event(dn_client *c, dn_event *e)
     if (c->spool) {
         const char *ua = dn_event_user_agent(e);
         const char *ip = dn_event_client_ip(e);
-        status = dn_spool_append(c->spool, e->idempotency_key, dn_event_body(e), e->body_len,
-                                 ua, e->user_agent_len, ip, e->client_ip_len, &e->spool_id);
+        status = dn_spool_append(c->spool, e->idempotency_key, dn_event_body(e), e->body_len, ua,
+                                 e->user_agent_len, ip, e->client_ip_len, &e->spool_id);
         if (status == DN_SPOOL_ERROR)
             snprintf(c->spool_error, sizeof c->spool_error, "%s", dn_spool_error(c->spool));
     }

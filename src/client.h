@@ -90,7 +90,7 @@ typedef struct dn_client {
     char spool_error[256];     /* why the spool last failed */
     int64_t spool_retry_ms;    /* when to try opening a failed spool again */
     int64_t spool_reported_ms; /* when on_error last heard of a spool failure */
-    void *host; /* the binding's per-client data */
+    void *host;                /* the binding's per-client data */
 } dn_client;
 
 struct dn_hub {

@@ -206,7 +206,8 @@ static void test_count_and_bytes(void)
         char body[300];
         size_t body_len = (size_t)(i * 5);
         memset(body, 'b', body_len);
-        dn_event *e = dn_event_new(body, body_len, "ua", i % 2 ? 2 : 0, "10.0.0.1", i % 3 ? 8 : 0, NULL);
+        dn_event *e =
+            dn_event_new(body, body_len, "ua", i % 2 ? 2 : 0, "10.0.0.1", i % 3 ? 8 : 0, NULL);
         if (!CHECK(e != NULL)) break;
         expected_bytes += dn_event_size(e);
         if (i % 2)
