@@ -296,6 +296,8 @@ static void purge_reports(dn_client *c)
 
 size_t dn_client_close(dn_client *c)
 {
+    /* A child's first call may be close: the parent's transfers are not its own. */
+    dn_hub_check_fork(c->hub);
     if (c->closed) return 0;
     c->closed = true;
     size_t undelivered = 0;
@@ -366,6 +368,7 @@ void dn_hub_release(dn_hub *hub)
         hub->reports_head = r->next;
         dn_report_free(r);
     }
+    dn_hub_check_fork(hub); /* frees what a parent left in a child */
     dn_transport_cleanup(&hub->transport);
     free(hub);
 }
@@ -373,12 +376,13 @@ void dn_hub_release(dn_hub *hub)
 void dn_hub_check_fork(dn_hub *hub)
 {
     if (!dn_transport_forked(&hub->transport)) return;
+    dn_transport_detach_inherited(&hub->transport);
     /* What was queued or in flight belongs to the parent, which goes on delivering it;
      * the child starts empty so that nothing is sent twice. */
     for (dn_client *c = hub->clients; c; c = c->next) {
         for (size_t i = 0; i < c->config.max_in_flight; i++) {
             dn_event *e = c->slots[i].event;
-            dn_slot_abandon(&c->slots[i]);
+            dn_slot_release_inherited(&hub->transport, &c->slots[i]);
             dn_event_free(e);
         }
         c->in_flight = 0;
@@ -409,7 +413,8 @@ static dn_slot *idle_slot(dn_client *c)
     for (size_t i = 0; i < c->config.max_in_flight; i++) {
         dn_slot *slot = &c->slots[i];
         if (slot->event) continue;
-        if (slot->easy || dn_slot_open(slot, c, &c->transport_options)) return slot;
+        if (slot->easy || dn_slot_open(slot, &c->hub->transport, c, &c->transport_options))
+            return slot;
         return NULL;
     }
     return NULL;

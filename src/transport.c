@@ -6,7 +6,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/epoll.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 static pthread_once_t global_init_once = PTHREAD_ONCE_INIT;
@@ -23,34 +25,68 @@ bool dn_transport_global_init(void)
     return global_init_ok;
 }
 
+/* Handles a forked child inherited from its parent's transfers and could not free
+ * safely (see dn_slot_release_inherited): kept reachable here, on purpose, for the
+ * life of the process. */
+static pthread_mutex_t inherited_lock = PTHREAD_MUTEX_INITIALIZER;
+static void **inherited_handles;
+static size_t inherited_count;
+
+static void keep_inherited(void *handle)
+{
+    pthread_mutex_lock(&inherited_lock);
+    void **grown = realloc(inherited_handles, (inherited_count + 1) * sizeof *grown);
+    if (grown) {
+        inherited_handles = grown;
+        inherited_handles[inherited_count++] = handle;
+    }
+    pthread_mutex_unlock(&inherited_lock);
+}
+
 static bool watch_socket(dn_transport *t, curl_socket_t fd, int what)
 {
     struct epoll_event ev = {.data.fd = fd};
     if (what == CURL_POLL_IN || what == CURL_POLL_INOUT) ev.events |= EPOLLIN;
     if (what == CURL_POLL_OUT || what == CURL_POLL_INOUT) ev.events |= EPOLLOUT;
     if (epoll_ctl(t->epoll_fd, EPOLL_CTL_MOD, fd, &ev) == 0) return true;
-    if (epoll_ctl(t->epoll_fd, EPOLL_CTL_ADD, fd, &ev) != 0) return false;
-    if (t->socket_count == t->socket_cap) {
-        size_t cap = t->socket_cap ? t->socket_cap * 2 : 16;
-        int *grown = realloc(t->sockets, cap * sizeof *grown);
-        if (!grown) return true; /* watched; only the after-fork cleanup misses it */
-        t->sockets = grown;
-        t->socket_cap = cap;
-    }
-    t->sockets[t->socket_count++] = fd;
-    return true;
+    return epoll_ctl(t->epoll_fd, EPOLL_CTL_ADD, fd, &ev) == 0;
 }
 
 static void forget_socket(dn_transport *t, curl_socket_t fd)
 {
     /* curl says REMOVE before it closes the socket; EBADF here is harmless. */
     epoll_ctl(t->epoll_fd, EPOLL_CTL_DEL, fd, NULL);
+}
+
+/* curl opens and closes every socket through these, so that a forked child knows
+ * which of its descriptors are copies of its parent's connections. */
+static curl_socket_t open_socket(void *userp, curlsocktype purpose, struct curl_sockaddr *address)
+{
+    (void)purpose;
+    dn_transport *t = userp;
+    if (t->socket_count == t->socket_cap) {
+        size_t cap = t->socket_cap ? t->socket_cap * 2 : 16;
+        int *grown = realloc(t->sockets, cap * sizeof *grown);
+        if (!grown) return CURL_SOCKET_BAD;
+        t->sockets = grown;
+        t->socket_cap = cap;
+    }
+    /* Close-on-exec: a host that execs (nginx's binary upgrade) must not carry them. */
+    int fd = socket(address->family, address->socktype | SOCK_CLOEXEC, address->protocol);
+    if (fd >= 0) t->sockets[t->socket_count++] = fd;
+    return fd;
+}
+
+static int close_socket(void *userp, curl_socket_t fd)
+{
+    dn_transport *t = userp;
     for (size_t i = 0; i < t->socket_count; i++) {
         if (t->sockets[i] == fd) {
             t->sockets[i] = t->sockets[--t->socket_count];
             break;
         }
     }
+    return close(fd);
 }
 
 static int on_socket(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
@@ -94,7 +130,7 @@ bool dn_transport_init(dn_transport *t)
 
 void dn_transport_cleanup(dn_transport *t)
 {
-    if (t->multi && !dn_transport_forked(t)) curl_multi_cleanup(t->multi);
+    if (t->multi) curl_multi_cleanup(t->multi);
     if (t->epoll_fd >= 0) close(t->epoll_fd);
     free(t->sockets);
     t->multi = NULL;
@@ -107,16 +143,38 @@ bool dn_transport_forked(const dn_transport *t)
     return t->fork_generation != dn_fork_generation();
 }
 
+void dn_transport_detach_inherited(dn_transport *t)
+{
+    /* Every copy of a parent's socket now writes to /dev/null: freeing the inherited
+     * handles below may say goodbye on a connection (a TLS close_notify, an HTTP/2
+     * GOAWAY), which must not reach the parent's peer. */
+    int null_fd = open("/dev/null", O_RDWR | O_CLOEXEC);
+    for (size_t i = 0; i < t->socket_count; i++) {
+        if (null_fd < 0 || dup3(null_fd, t->sockets[i], O_CLOEXEC) < 0) {
+            /* Cannot be made harmless: keep the handles and their descriptors. */
+            t->keep_inherited = true;
+        }
+    }
+    if (null_fd >= 0) close(null_fd);
+    /* The epoll set is shared with the parent across fork: we only drop our
+     * reference to it, and curl must not tell it anything more. */
+    curl_multi_setopt(t->multi, CURLMOPT_SOCKETFUNCTION, NULL);
+    curl_multi_setopt(t->multi, CURLMOPT_TIMERFUNCTION, NULL);
+    close(t->epoll_fd);
+    t->epoll_fd = -1;
+}
+
 bool dn_transport_renew(dn_transport *t)
 {
-    /* The parent's multi handle is left alone on purpose: cleaning it up here would
-     * close TLS sessions that the parent still uses. Its memory is the price. Our
-     * copies of the parent's sockets are closed, which the parent does not notice,
-     * so that its connections end when it closes them. The epoll set is shared with
-     * the parent across fork: we only drop our reference to it. */
-    for (size_t i = 0; i < t->socket_count; i++) close(t->sockets[i]);
+    if (t->keep_inherited) {
+        keep_inherited(t->multi);
+    } else {
+        curl_multi_cleanup(t->multi);
+    }
+    /* What is left are copies curl did not close: ours to close, the parent's
+     * connections are unaffected. */
+    for (size_t i = 0; i < t->socket_count && !t->keep_inherited; i++) close(t->sockets[i]);
     free(t->sockets);
-    close(t->epoll_fd);
     return dn_transport_init(t);
 }
 
@@ -132,7 +190,7 @@ static size_t keep_answer(char *data, size_t size, size_t nmemb, void *userdata)
     return n; /* the rest is read and dropped, never an error */
 }
 
-bool dn_slot_open(dn_slot *slot, void *owner, const dn_transport_options *o)
+bool dn_slot_open(dn_slot *slot, dn_transport *t, void *owner, const dn_transport_options *o)
 {
     memset(slot, 0, sizeof *slot);
     dn_buf_init(&slot->header_text);
@@ -161,6 +219,10 @@ bool dn_slot_open(dn_slot *slot, void *owner, const dn_transport_options *o)
     SET(CURLOPT_WRITEDATA, slot);
     SET(CURLOPT_ERRORBUFFER, slot->error_text);
     SET(CURLOPT_PRIVATE, slot);
+    SET(CURLOPT_OPENSOCKETFUNCTION, open_socket);
+    SET(CURLOPT_OPENSOCKETDATA, t);
+    SET(CURLOPT_CLOSESOCKETFUNCTION, close_socket);
+    SET(CURLOPT_CLOSESOCKETDATA, t);
 #if LIBCURL_VERSION_NUM >= 0x075700
     /* Lets close() leave a name lookup that hangs instead of joining its thread: the
      * flush and close deadlines would otherwise depend on the resolver. */
@@ -278,8 +340,31 @@ void dn_slot_close(dn_transport *t, dn_slot *slot)
     dn_buf_free(&slot->header_text);
 }
 
-void dn_slot_abandon(dn_slot *slot)
+void dn_slot_release_inherited(dn_transport *t, dn_slot *slot)
 {
+    CURL *easy = slot->easy;
+    if (easy && slot->event) {
+        /* A transfer still looking up its name has a resolver thread in the parent
+         * only: curl would wait for it, or for a lock it held, forever. Such handles
+         * are kept, and the multi handle with them. */
+        curl_socket_t active = CURL_SOCKET_BAD;
+        if (t->keep_inherited ||
+            curl_easy_getinfo(easy, CURLINFO_ACTIVESOCKET, &active) != CURLE_OK ||
+            active == CURL_SOCKET_BAD) {
+            t->keep_inherited = true;
+            keep_inherited(easy);
+            easy = NULL;
+        } else {
+            curl_multi_remove_handle(t->multi, easy);
+        }
+    }
+    if (easy) {
+        if (t->keep_inherited) {
+            keep_inherited(easy);
+        } else {
+            curl_easy_cleanup(easy);
+        }
+    }
     slot->easy = NULL;
     slot->event = NULL;
     dn_buf_free(&slot->header_text);

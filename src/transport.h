@@ -69,8 +69,9 @@ typedef struct dn_transport {
     size_t attached;          /* easy handles currently in the multi handle */
     int epoll_fd;
     int64_t timer_due_ms; /* curl's next timeout, monotonic; -1 when it has none */
-    int *sockets;         /* the sockets curl asked us to watch */
+    int *sockets;         /* every socket curl opened and has not closed */
     size_t socket_count, socket_cap;
+    bool keep_inherited; /* after fork: the parent's handles cannot be freed safely */
 } dn_transport;
 
 /* curl_global_init, once per process. */
@@ -79,10 +80,13 @@ bool dn_transport_global_init(void);
 bool dn_transport_init(dn_transport *t);
 void dn_transport_cleanup(dn_transport *t);
 /* True when this process is a fork of the one that made the multi handle: the caller
- * must then forget its slots (dn_slot_abandon) before the transport starts afresh. */
+ * must then release its slots (see below) before the transport starts afresh. */
 bool dn_transport_forked(const dn_transport *t);
-/* Forgets the inherited multi handle without touching its connections, which belong to
- * the parent, and makes a new one. */
+/* After a fork, in the child, before anything else: points the copies of the parent's
+ * sockets at /dev/null, so that nothing the child does reaches the parent's peers. */
+void dn_transport_detach_inherited(dn_transport *t);
+/* Then, once every slot is released: frees the inherited multi handle (or keeps it,
+ * see dn_slot_release_inherited) and makes a new one. */
 bool dn_transport_renew(dn_transport *t);
 
 typedef void (*dn_attempt_done_fn)(void *ud, dn_slot *slot, dn_event *event,
@@ -98,12 +102,13 @@ long dn_transport_timeout_ms(const dn_transport *t, int64_t now_ms);
 /* The epoll descriptor: readable whenever a transfer has something to do. */
 int dn_transport_fd(const dn_transport *t);
 
-bool dn_slot_open(dn_slot *slot, void *owner, const dn_transport_options *options);
+bool dn_slot_open(dn_slot *slot, dn_transport *t, void *owner, const dn_transport_options *options);
 bool dn_slot_start(dn_transport *t, dn_slot *slot, dn_event *event);
 /* Stops the attempt in flight; the event goes back to the caller. */
 dn_event *dn_slot_cancel(dn_transport *t, dn_slot *slot);
 void dn_slot_close(dn_transport *t, dn_slot *slot);
-/* After a fork: drops the slot's state without calling curl on inherited handles. */
-void dn_slot_abandon(dn_slot *slot);
+/* After a fork, between detach_inherited and renew: frees the slot's inherited handle,
+ * unless it is still resolving a name (then it is kept, never used again). */
+void dn_slot_release_inherited(dn_transport *t, dn_slot *slot);
 
 #endif
