@@ -302,6 +302,48 @@ describe("storage", function()
       assert.are.equal(id_a, c:get_user_id(a))
       assert.are_not.equal(id_a, c:get_user_id(b))
     end)
+
+    -- One storage object serving many visitors (a cookie jar read through the current
+    -- request): what was kept for the visitor whose get failed must not become the
+    -- id of the next visitor, whose get simply finds nothing.
+    it("never hands the id kept for one visitor to the next one of a shared storage", function()
+      local c = client({})
+      local fail_next = true
+      local shared = {
+        get = function()
+          if fail_next then fail_next = false; error("cookie header unreadable") end
+          return nil
+        end,
+        set = function() end,
+      }
+      local first_user, first_session = c:get_user_id(shared), nil
+      fail_next = true
+      first_session = c:get_session_id(shared)
+      local next_user, next_session = c:get_user_id(shared), c:get_session_id(shared)
+      assert.matches(helpers.USER_ID, next_user)
+      assert.are_not.equal(first_user, next_user)
+      assert.are_not.equal(first_session, next_session)
+    end)
+
+    it("keeps the id of a storage whose set failed, until a set works again", function()
+      local c = client({})
+      local set_works = false
+      local kept = {}
+      local storage = {
+        get = function(key) return kept[key] end,
+        set = function(key, value)
+          if not set_works then error("read-only") end
+          kept[key] = value
+        end,
+      }
+      local id = c:get_user_id(storage)
+      assert.are.equal(id, c:get_user_id(storage))
+      set_works = true
+      assert.are.equal(id, c:get_user_id(storage)) -- written through at last
+      assert.are.equal(id, kept.dn_user_id)
+      kept.dn_user_id = nil -- the visitor cleared the cookie: a new visitor
+      assert.are_not.equal(id, c:get_user_id(storage))
+    end)
   end)
 
   describe("fields.storage", function()

@@ -286,8 +286,14 @@ static bool storage_write(lua_State *L, lclient *lc, int storage, const char *ke
 }
 
 /* When a storage fails, the id is kept here instead, per storage object, so the
- * visitor keeps one id for the life of the process. Pushes the value or nil. */
-static void fallback_read(lua_State *L, int self, int storage, const char *key)
+ * visitor keeps one id for the life of the process. Each entry says why it is there:
+ * a get that failed, or a set that failed. Only the second explains a later get that
+ * finds nothing; trusting the first then would hand one visitor's id to the next
+ * visitor of a storage shared between visitors. */
+typedef enum fallback_reason { FALLBACK_GET_FAILED = 1, FALLBACK_SET_FAILED = 2 } fallback_reason;
+
+/* Pushes the fallback entry table of storage, or nil. */
+static void push_fallback_entry(lua_State *L, int self, int storage, const char *key)
 {
     push_client_value(L, self, CALLBACK_FALLBACK);
     if (lua_isnil(L, -1)) return;
@@ -303,8 +309,41 @@ static void fallback_read(lua_State *L, int self, int storage, const char *key)
     lua_pop(L, 1);
 }
 
+/* Pushes the value kept for key when it was kept for one of the reasons, or nil. */
+static void fallback_read(lua_State *L, int self, int storage, const char *key, int reasons)
+{
+    push_fallback_entry(L, self, storage, key);
+    if (!lua_istable(L, -1)) return;
+    lua_rawgeti(L, -1, 2);
+    lua_Integer why = lua_tointeger(L, -1);
+    lua_pop(L, 1);
+    if (why & reasons) {
+        lua_rawgeti(L, -1, 1);
+    } else {
+        lua_pushnil(L);
+    }
+    lua_replace(L, -2);
+}
+
+/* A set that worked again: what the storage holds is the truth from now on. */
+static void fallback_forget(lua_State *L, int self, int storage, const char *key)
+{
+    push_client_value(L, self, CALLBACK_FALLBACK);
+    if (!lua_isnil(L, -1)) {
+        lua_pushvalue(L, storage);
+        lua_rawget(L, -2);
+        if (lua_istable(L, -1)) {
+            lua_pushstring(L, key);
+            lua_pushnil(L);
+            lua_rawset(L, -3);
+        }
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+}
+
 static void fallback_write(lua_State *L, int self, int storage, const char *key, const char *value,
-                           size_t len)
+                           size_t len, fallback_reason why)
 {
     push_client_value(L, self, CALLBACK_FALLBACK);
     if (lua_isnil(L, -1)) {
@@ -327,13 +366,17 @@ static void fallback_write(lua_State *L, int self, int storage, const char *key,
         lua_rawset(L, -4);
     }
     lua_pushstring(L, key);
+    lua_createtable(L, 2, 0);
     lua_pushlstring(L, value, len);
+    lua_rawseti(L, -2, 1);
+    lua_pushinteger(L, why);
+    lua_rawseti(L, -2, 2);
     lua_rawset(L, -3);
     lua_pop(L, 2);
 }
 
 /* Reads key into a value on the stack (string or nil): from the storage, else from
- * what the storage failed to keep earlier. */
+ * what the storage failed to give or keep earlier. */
 static store_read read_record(lua_State *L, lclient *lc, int self, int storage, const char *key,
                               bool *from_fallback)
 {
@@ -341,7 +384,9 @@ static store_read read_record(lua_State *L, lclient *lc, int self, int storage, 
     *from_fallback = false;
     if (r != STORE_FOUND) {
         lua_pop(L, 1);
-        fallback_read(L, self, storage, key);
+        fallback_read(L, self, storage, key,
+                      r == STORE_FAILED ? FALLBACK_GET_FAILED | FALLBACK_SET_FAILED
+                                        : FALLBACK_SET_FAILED);
         *from_fallback = !lua_isnil(L, -1);
     }
     return r;
@@ -351,8 +396,12 @@ static void write_record(lua_State *L, lclient *lc, int self, int storage, store
                          const char *key, const char *value, size_t len)
 {
     /* A storage whose get failed is not trusted with the set either. */
-    if (how_read == STORE_FAILED || !storage_write(L, lc, storage, key, value, len))
-        fallback_write(L, self, storage, key, value, len);
+    if (how_read == STORE_FAILED)
+        fallback_write(L, self, storage, key, value, len, FALLBACK_GET_FAILED);
+    else if (!storage_write(L, lc, storage, key, value, len))
+        fallback_write(L, self, storage, key, value, len, FALLBACK_SET_FAILED);
+    else if (how_read == STORE_MISSING)
+        fallback_forget(L, self, storage, key);
 }
 
 static bool resolve_user_id(lua_State *L, lclient *lc, int self, int storage,
@@ -401,10 +450,17 @@ static bool is_storage(lua_State *L, int idx)
 
 /* Pushes the storage to use: the argument when given (arg 0: none), else the
  * client's own. */
+/* An optional storage argument. */
+static void check_storage_arg(lua_State *L, int arg)
+{
+    if (!lua_isnoneornil(L, arg))
+        luaL_argcheck(L, is_storage(L, arg), arg, "storage must be a table with get and set");
+}
+
 static int push_storage(lua_State *L, int self, int arg)
 {
     if (arg != 0 && !lua_isnoneornil(L, arg)) {
-        luaL_argcheck(L, is_storage(L, arg), arg, "storage must be a table with get and set");
+        check_storage_arg(L, arg);
         lua_pushvalue(L, arg);
     } else {
         push_client_value(L, self, CALLBACK_STORAGE);
@@ -599,8 +655,33 @@ static bool is_reserved_header(const char *name)
     return false;
 }
 
+#define ENDPOINT_MAX    8192
+#define SHOWN_VALUE_MAX 200
+
+/* Pushes a value for an error message: control and non-ASCII bytes as \xHH, cut
+ * after SHOWN_VALUE_MAX bytes, so a message never carries a line break or a megabyte. */
+static void push_shown_value(lua_State *L, const char *s, size_t len)
+{
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    size_t shown = len < SHOWN_VALUE_MAX ? len : SHOWN_VALUE_MAX;
+    for (size_t i = 0; i < shown; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c >= 0x20 && c < 0x7f) {
+            luaL_addchar(&b, (char)c);
+        } else {
+            char hex[5];
+            snprintf(hex, sizeof hex, "\\x%02x", c);
+            luaL_addstring(&b, hex);
+        }
+    }
+    if (shown < len) luaL_addstring(&b, "...");
+    luaL_pushresult(&b);
+}
+
 static const char *endpoint_problem(const char *url, size_t len)
 {
+    if (len > ENDPOINT_MAX) return "must be at most 8192 bytes long";
     if (!is_single_line(url, len)) return "must not contain NUL, CR or LF";
     CURLU *u = curl_url();
     if (!u) return "could not be checked (out of memory)";
@@ -659,7 +740,10 @@ static void check_option(lua_State *L, const option_spec *spec, int value)
             luaL_error(L, "dukanext: option '%s' must be a URL string", spec->name);
         const char *url = lua_tolstring(L, value, &len);
         const char *problem = endpoint_problem(url, len);
-        if (problem) luaL_error(L, "dukanext: option '%s' %s: %s", spec->name, problem, url);
+        if (problem) {
+            push_shown_value(L, url, len);
+            luaL_error(L, "dukanext: option '%s' %s: %s", spec->name, problem, lua_tostring(L, -1));
+        }
         break;
     }
     case OPT_TEXT: {
@@ -1196,13 +1280,19 @@ static int client_get_session_id(lua_State *L)
     return 1;
 }
 
+static const char *check_customers_id_arg(lua_State *L, int arg)
+{
+    size_t len;
+    const char *id = luaL_checklstring(L, arg, &len);
+    luaL_argcheck(L, len > 0 && len <= CUSTOMERS_ID_MAX && strlen(id) == len, arg,
+                  "customers id must be a non-empty string without NUL");
+    return id;
+}
+
 static int client_identify(lua_State *L)
 {
     lclient *lc = check_client(L, 1);
-    size_t len;
-    const char *id = luaL_checklstring(L, 2, &len);
-    luaL_argcheck(L, len > 0 && len <= CUSTOMERS_ID_MAX && strlen(id) == len, 2,
-                  "customers id must be a non-empty string without NUL");
+    const char *id = check_customers_id_arg(L, 2);
     char *copy = strdup(id);
     if (!copy) return luaL_error(L, "dukanext: out of memory");
     free(lc->customers_id);
@@ -1227,6 +1317,7 @@ static void set_count(lua_State *L, const char *name, uint64_t value)
 static int client_stats(lua_State *L)
 {
     lclient *lc = check_client(L, 1);
+    dn_hub_check_fork(lc->core->hub); /* a child counts from zero */
     const dn_client *c = lc->core;
     lua_createtable(L, 0, 16);
     set_count(L, "queued", c->queue.count);
@@ -1344,21 +1435,40 @@ static int module_flush(lua_State *L)
 }
 
 /* dn.emit(...) is the default client's c:emit(...). */
-#define DEFAULT_CLIENT_CALL(name, method)                                                          \
+/* The module-level functions are the default client's methods. Their arguments are
+ * checked before the client is put in front of them, so that an error names the
+ * position the caller wrote. */
+static void check_no_args(lua_State *L)
+{
+    (void)L;
+}
+
+static void check_storage_first(lua_State *L)
+{
+    check_storage_arg(L, 1);
+}
+
+static void check_customers_id_first(lua_State *L)
+{
+    check_customers_id_arg(L, 1);
+}
+
+#define DEFAULT_CLIENT_CALL(name, method, check_args)                                              \
     static int name(lua_State *L)                                                                  \
     {                                                                                              \
+        check_args(L);                                                                             \
         hub_box *hb = upvalue_hub(L);                                                              \
         lua_rawgeti(L, LUA_REGISTRYINDEX, hb->default_ref);                                        \
         lua_insert(L, 1);                                                                          \
         return method(L);                                                                          \
     }
 
-DEFAULT_CLIENT_CALL(module_emit, client_emit)
-DEFAULT_CLIENT_CALL(module_get_user_id, client_get_user_id)
-DEFAULT_CLIENT_CALL(module_get_session_id, client_get_session_id)
-DEFAULT_CLIENT_CALL(module_identify, client_identify)
-DEFAULT_CLIENT_CALL(module_reset, client_reset)
-DEFAULT_CLIENT_CALL(module_stats, client_stats)
+DEFAULT_CLIENT_CALL(module_emit, client_emit, check_no_args)
+DEFAULT_CLIENT_CALL(module_get_user_id, client_get_user_id, check_storage_first)
+DEFAULT_CLIENT_CALL(module_get_session_id, client_get_session_id, check_storage_first)
+DEFAULT_CLIENT_CALL(module_identify, client_identify, check_customers_id_first)
+DEFAULT_CLIENT_CALL(module_reset, client_reset, check_no_args)
+DEFAULT_CLIENT_CALL(module_stats, client_stats, check_no_args)
 
 static int hub_gc(lua_State *L)
 {
