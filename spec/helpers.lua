@@ -122,4 +122,48 @@ function helpers.request_bodies(collector)
   return bodies
 end
 
+-- Timing margins. DUKANEXT_SLOW set (the valgrind run sets it to 1) stretches every
+-- upper bound a spec puts on a delay: DUKANEXT_SLOW=<n> with n >= 2 by n, any other
+-- value by 10. Lower bounds (a pause that must be honoured) never stretch.
+do
+  local slow = os.getenv("DUKANEXT_SLOW")
+  local n = tonumber(slow or "")
+  helpers.SLOW = (n and n >= 2 and n) or (slow and slow ~= "" and 10) or 1
+end
+
+-- An upper bound of seconds, stretched under DUKANEXT_SLOW.
+function helpers.within(seconds)
+  return seconds * helpers.SLOW
+end
+
+function helpers.quote(s)
+  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+
+-- Runs a Lua script in a new process of the interpreter running the specs (the
+-- sanitized host under ASan), with DUKANEXT_CPATH and the repository on the paths,
+-- the script's arguments in `...`. env: extra "NAME=value" words for the shell.
+-- Answers the exit code, stdout, stderr.
+function helpers.run_lua(script, args, env)
+  local path = os.tmpname()
+  local out, err = path .. ".out", path .. ".err"
+  local f = assert(io.open(path, "wb"))
+  f:write(("package.path = %q .. package.path\n"):format("./?.lua;./spec/?.lua;"))
+  f:write(("package.cpath = %q .. \";\" .. package.cpath\n"):format(cpath))
+  f:write(script)
+  f:close()
+  local interpreter = (arg and arg[-1]) or "lua5.4"
+  local words = {}
+  for i, a in ipairs(args or {}) do words[i] = helpers.quote(a) end
+  local rc = helpers.shell(table.concat(env or {}, " ") .. " DUKANEXT_CPATH=" .. helpers.quote(cpath)
+    .. " " .. helpers.quote(interpreter) .. " " .. helpers.quote(path) .. " "
+    .. table.concat(words, " ") .. " >" .. helpers.quote(out) .. " 2>" .. helpers.quote(err)
+    .. "; echo $?")
+  local stdout, stderr = helpers.read_file(out) or "", helpers.read_file(err) or ""
+  os.remove(path)
+  os.remove(out)
+  os.remove(err)
+  return tonumber(rc), stdout, stderr
+end
+
 return helpers
