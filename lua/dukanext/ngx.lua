@@ -1,0 +1,306 @@
+-- dukanext.ngx: dukanext inside OpenResty / nginx with lua-nginx-module.
+--
+--   local dnx = require("dukanext.ngx")
+--
+-- dnx.init_worker(opts)
+--   Call from init_worker_by_lua. Configures the module's default client with
+--   dn.configure(opts) and starts a pump timer in this worker
+--   (ngx.timer.every(pump_interval)). While transfers make progress, a tick
+--   keeps pumping about every millisecond (ngx.sleep yields to nginx), so
+--   delivery keeps up with a busy worker; once nothing moves it falls back to
+--   the timer. When the worker exits (nginx -s reload, -s quit) the timer runs
+--   one last time and flushes with a deadline; events emitted through dnx.emit
+--   while the worker drains are flushed by a zero-delay timer (the only kind
+--   nginx still runs then). Helper-only options, removed
+--   before dn.configure sees opts:
+--     pump_interval  seconds between pumps when idle (default 0.05)
+--     flush_timeout  seconds the exiting worker waits for delivery (default 3)
+--   on_error defaults to logging each failure at ngx.WARN; pass your own to
+--   replace it (on_error = false: none). Returns the default client.
+--
+-- dnx.exit_worker()
+--   Optional, for exit_worker_by_lua: a last flush (flush_timeout) for events
+--   emitted with dn.emit directly after the pump timer stopped.
+--
+-- dnx.cookie_storage([opts])
+--   A storage for the request being handled: get(key) reads the request's
+--   cookie (unescaped) or what set wrote earlier in this request (ngx.ctx);
+--   set(key, value) adds a Set-Cookie header (value escaped with
+--   ngx.escape_uri), replacing one of the same name set earlier in this
+--   request. Make one per request: the module keeps an id that a storage
+--   failed to store per storage object, so sharing one object between
+--   visitors could hand one visitor's id to another. Usable where ngx.var,
+--   ngx.ctx and ngx.header are (rewrite, access, content, header filter).
+--   Options (cookie attributes):
+--     path       "/"           Path
+--     domain     none          Domain
+--     max_age    63072000      Max-Age in seconds (two years; the session record
+--                              carries its own expiry), false: a browser-session cookie
+--     secure     true          Secure (browsers drop Secure cookies on plain http)
+--     http_only  true          HttpOnly
+--     same_site  "Lax"         SameSite: "Strict", "Lax", "None" or false
+--
+-- dnx.emit(event [, metadata [, fields]])
+--   dn.emit with the visitor filled in from the request, unless fields has them:
+--   storage = this request's cookie storage (dnx.cookie_storage(cookie options
+--   given to dnx.set_cookie_options), once per request), userAgent =
+--   User-Agent (cut to 2048 bytes), clientIp = the client address, referrerUrl =
+--   Referer. Answers what dn.emit answers: true, or nil, "CODE: reason".
+--
+-- dnx.set_cookie_options(opts)
+--   The cookie options dnx.emit uses (default: the defaults above).
+--
+-- Storage callbacks run inside emit behind a C call boundary: they must not
+-- yield, so no cosockets in them; ngx.var, ngx.ctx and ngx.header are fine.
+local dn = require("dukanext")
+
+local M = { _VERSION = dn._VERSION, dn = dn }
+
+local ngx = ngx
+
+local DEFAULT_PUMP_INTERVAL = 0.05
+local DEFAULT_FLUSH_TIMEOUT = 3
+local USER_AGENT_MAX = 2048
+local CTX_COOKIES = "dukanext_cookies"
+local CTX_STORAGE = "dukanext_storage"
+
+local state = {
+  flush_timeout = DEFAULT_FLUSH_TIMEOUT,
+  pump_interval = DEFAULT_PUMP_INTERVAL,
+  pumping = false,      -- a tick is pumping in a loop
+  started = false,      -- the pump timer runs
+  stopped = false,      -- the pump timer ran its last time (worker exiting)
+  exit_flush_due = false,
+}
+
+local function log_error(err)
+  ngx.log(ngx.WARN, "dukanext: ", tostring(err.event or "storage"), " failed: ",
+    tostring(err.code), " (", tostring(err.message), ")",
+    err.attempts and (" after " .. err.attempts .. " attempts") or "")
+end
+
+local function flush_now()
+  local ok, err, pending = dn.flush(state.flush_timeout)
+  if not ok then
+    ngx.log(ngx.ERR, "dukanext: worker exiting with ", tostring(pending),
+      " undelivered events (", tostring(err), " after ", state.flush_timeout, " s)")
+  end
+end
+
+-- A transfer moves on only when pumped, and nginx cannot watch dn.poll_fd() for
+-- us: pumping every pump_interval alone would cap each worker at max_in_flight
+-- events per interval (16 / 0.05 s = 320 a second). So while transfers make
+-- progress, the tick keeps pumping from its own coroutine with short sleeps
+-- (which yield to nginx), backing off to the heartbeat once nothing changes.
+local BUSY_SLEEP = 0.001
+
+local function pump_tick(premature)
+  if premature then
+    state.stopped = true
+    return flush_now()
+  end
+  if state.pumping then return end
+  local pending = dn.pump()
+  if pending == 0 then return end
+  state.pumping = true
+  local ok, err = pcall(function()
+    local wait = BUSY_SLEEP
+    while not ngx.worker.exiting() do
+      ngx.sleep(wait)
+      local now_pending = dn.pump()
+      if now_pending == 0 then return end
+      if now_pending ~= pending then
+        wait = BUSY_SLEEP
+      else
+        wait = wait * 2
+        if wait >= state.pump_interval then return end
+      end
+      pending = now_pending
+    end
+  end)
+  state.pumping = false
+  if not ok then ngx.log(ngx.ERR, "dukanext: pump loop failed: ", tostring(err)) end
+end
+
+local function exit_flush_tick()
+  state.exit_flush_due = false
+  flush_now()
+end
+
+-- Once the pump timer has stopped, nginx runs only zero-delay timers: one of those
+-- delivers what requests still being served by the draining worker emit.
+local function after_emit()
+  if not (state.stopped or (state.started and ngx.worker.exiting())) then return end
+  if state.exit_flush_due then return end
+  local ok, err = ngx.timer.at(0, exit_flush_tick)
+  if ok then
+    state.exit_flush_due = true
+  else
+    ngx.log(ngx.ERR, "dukanext: cannot schedule the exit flush: ", tostring(err))
+  end
+end
+
+function M.init_worker(opts)
+  opts = opts or {}
+  local conf = {}
+  for k, v in pairs(opts) do conf[k] = v end
+  local interval = conf.pump_interval or DEFAULT_PUMP_INTERVAL
+  local flush_timeout = conf.flush_timeout or DEFAULT_FLUSH_TIMEOUT
+  conf.pump_interval, conf.flush_timeout = nil, nil
+  if type(interval) ~= "number" or interval <= 0 then
+    error("dukanext.ngx: pump_interval must be a number of seconds > 0", 2)
+  end
+  if type(flush_timeout) ~= "number" or flush_timeout < 0 then
+    error("dukanext.ngx: flush_timeout must be a number of seconds >= 0", 2)
+  end
+  if conf.on_error == nil then
+    conf.on_error = log_error
+  elseif conf.on_error == false then
+    conf.on_error = nil
+  end
+  local client = dn.configure(conf)
+  state.flush_timeout = flush_timeout
+  state.pump_interval = interval
+  if not state.started then
+    local ok, err = ngx.timer.every(interval, pump_tick)
+    if not ok then error("dukanext.ngx: cannot start the pump timer: " .. tostring(err), 2) end
+    state.started = true
+  end
+  return client
+end
+
+function M.exit_worker()
+  state.stopped = true
+  flush_now()
+end
+
+-- Cookie storage ---------------------------------------------------------------
+
+local SAME_SITE = { strict = "Strict", lax = "Lax", none = "None" }
+
+local function check_attribute(name, value)
+  if type(value) ~= "string" or value == "" or value:find("[%c;]") then
+    error("dukanext.ngx: cookie option " .. name .. " must be a non-empty string without ';' or control characters", 3)
+  end
+  return value
+end
+
+local function cookie_attributes(opts)
+  opts = opts or {}
+  local known = { path = true, domain = true, max_age = true, secure = true, http_only = true, same_site = true }
+  for k in pairs(opts) do
+    if not known[k] then error("dukanext.ngx: unknown cookie option " .. tostring(k), 3) end
+  end
+  local parts = { "; Path=" .. check_attribute("path", opts.path == nil and "/" or opts.path) }
+  if opts.domain ~= nil then
+    parts[#parts + 1] = "; Domain=" .. check_attribute("domain", opts.domain)
+  end
+  local max_age = opts.max_age
+  if max_age == nil then max_age = 63072000 end
+  if max_age ~= false then
+    if type(max_age) ~= "number" or max_age < 0 or max_age ~= math.floor(max_age) then
+      error("dukanext.ngx: cookie option max_age must be a whole number of seconds >= 0 or false", 3)
+    end
+    parts[#parts + 1] = ("; Max-Age=%d"):format(max_age)
+  end
+  if opts.secure ~= false then parts[#parts + 1] = "; Secure" end
+  if opts.http_only ~= false then parts[#parts + 1] = "; HttpOnly" end
+  local same_site = opts.same_site
+  if same_site == nil then same_site = "Lax" end
+  if same_site ~= false then
+    local canonical = type(same_site) == "string" and SAME_SITE[same_site:lower()]
+    if not canonical then
+      error("dukanext.ngx: cookie option same_site must be \"Strict\", \"Lax\", \"None\" or false", 3)
+    end
+    parts[#parts + 1] = "; SameSite=" .. canonical
+  end
+  return table.concat(parts)
+end
+
+-- The values this request's storages set, so a later get sees them.
+local function request_cookies()
+  local ctx = ngx.ctx
+  local cookies = ctx[CTX_COOKIES]
+  if not cookies then
+    cookies = {}
+    ctx[CTX_COOKIES] = cookies
+  end
+  return cookies
+end
+
+local function set_cookie_header(name, line)
+  local prefix = name .. "="
+  local kept = {}
+  local current = ngx.header["Set-Cookie"]
+  if type(current) == "string" then current = { current } end
+  for _, v in ipairs(current or {}) do
+    if v:sub(1, #prefix) ~= prefix then kept[#kept + 1] = v end
+  end
+  kept[#kept + 1] = line
+  ngx.header["Set-Cookie"] = kept
+end
+
+local function make_storage(attributes)
+  local storage = {}
+
+  function storage.get(key)
+    local set_earlier = request_cookies()[key]
+    if set_earlier ~= nil then return set_earlier or nil end
+    local raw = ngx.var["cookie_" .. key]
+    if raw == nil or raw == "" then return nil end
+    raw = raw:match('^"(.*)"$') or raw
+    return ngx.unescape_uri(raw)
+  end
+
+  function storage.set(key, value)
+    if value == nil then
+      set_cookie_header(key, key .. "=; Max-Age=0" .. attributes:gsub("; Max%-Age=%d+", ""))
+    else
+      set_cookie_header(key, key .. "=" .. ngx.escape_uri(value) .. attributes)
+    end
+    request_cookies()[key] = value or false
+  end
+
+  return storage
+end
+
+function M.cookie_storage(opts)
+  return make_storage(cookie_attributes(opts))
+end
+
+-- dnx.emit ---------------------------------------------------------------------
+
+local default_attributes = cookie_attributes(nil)
+
+function M.set_cookie_options(opts)
+  default_attributes = cookie_attributes(opts)
+end
+
+function M.emit(event, metadata, fields)
+  local f = {}
+  for k, v in pairs(fields or {}) do f[k] = v end
+  if f.storage == nil then
+    local ctx = ngx.ctx
+    local storage = ctx[CTX_STORAGE]
+    if not storage then
+      storage = make_storage(default_attributes)
+      ctx[CTX_STORAGE] = storage
+    end
+    f.storage = storage
+  end
+  if f.userAgent == nil then
+    local ua = ngx.var.http_user_agent
+    if ua and not ua:find("[%z\r\n]") then f.userAgent = ua:sub(1, USER_AGENT_MAX) end
+  end
+  if f.clientIp == nil then
+    -- "unix:" on a unix socket: not an address, and emit would refuse it.
+    local ip = ngx.var.remote_addr
+    if ip and ip:find("^[%x.:]+$") then f.clientIp = ip end
+  end
+  if f.referrerUrl == nil then f.referrerUrl = ngx.var.http_referer end
+  local ok, err = dn.emit(event, metadata, f)
+  after_emit()
+  return ok, err
+end
+
+return M
