@@ -202,7 +202,9 @@ function Collector:_write_conf()
   -- Without reuseport one worker tends to accept every connection; with it
   -- the kernel spreads them, so several workers really share the plan.
   local reuse = self.workers > 1 and " reuseport" or ""
-  local listen = { "    listen 127.0.0.1:" .. self.port .. h2 .. reuse .. ";" }
+  -- http2 = "tls": HTTP/2 on the TLS listener only, the plain one keeps HTTP/1.1.
+  local plain_h2 = self.http2 == "tls" and "" or h2
+  local listen = { "    listen 127.0.0.1:" .. self.port .. plain_h2 .. reuse .. ";" }
   if self.control_port ~= self.port then
     -- nginx 1.22 speaks only h2c on a plain "http2" listener, so the control
     -- calls (HTTP/1.1 from LuaSocket) get a listener of their own.
@@ -225,6 +227,10 @@ function Collector:_write_conf()
     listen = table.concat(listen, "\n"),
     ssl = ssl,
     generation = self.generation,
+    analytics_handler = self.bench and "analytics_bench" or "analytics",
+    -- nginx closes a kept-alive connection after 1000 requests by default; a
+    -- benchmark would then measure reconnects as much as requests.
+    bench_http = self.bench and "  keepalive_requests 100000000;" or "",
   }))
 end
 
@@ -249,7 +255,7 @@ end
 function Collector:_assign_ports(fixed)
   local ports = free_ports(3)
   self.port = fixed or ports[1]
-  self.control_port = self.http2 and ports[2] or self.port
+  self.control_port = self.http2 == true and ports[2] or self.port
   self.tls_port = self.tls and ports[3] or nil
   self.base = "http://127.0.0.1:" .. self.port
   self.url = self.base .. M.API_PATH
@@ -308,7 +314,10 @@ function M.start(opts)
     requests_file = dir .. "/requests.jsonl",
     workers = opts.workers or 1,
     tls = opts.tls and true or false,
-    http2 = opts.http2 and true or false,
+    http2 = opts.http2 == "tls" and "tls" or (opts.http2 and true or false),
+    -- bench/: the analytics location validates and accepts, and logs the event, but
+    -- keeps no request log, plan or dedupe (requests() stays empty).
+    bench = opts.bench and true or false,
     root = trim(uid) == "0",
     generation = 1,
     keep = opts.keep,
