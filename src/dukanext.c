@@ -49,6 +49,14 @@ typedef struct lclient {
     dn_client *core;
     int anchor_ref; /* the client's own userdata while it has work left */
     char *customers_id;
+    /* The last ids this client read or made, and the session record it last wrote
+     * with what that record says: when the storage gives the same bytes back, emit
+     * neither validates nor parses them again (see resolve_user_id, resolve_session). */
+    char user_id_known[DN_ID_MAX + 1];
+    size_t user_id_known_len;
+    char *session_text;
+    size_t session_text_len;
+    dn_session session_known;
 } lclient;
 
 typedef struct client_box {
@@ -242,9 +250,42 @@ static void report_storage_error(lua_State *L, lclient *lc, const char *method, 
     (void)L;
 }
 
+static int memory_get(lua_State *L);
+static int memory_set(lua_State *L);
+
+/* When storage is the built-in memory storage (its get and set are ours, over one
+ * table), pushes that table and returns true; else pushes nothing. Its get and set
+ * cannot fail, so emit reads and writes the table directly instead of making three
+ * protected Lua calls per event. */
+static bool push_memory_table(lua_State *L, int storage)
+{
+    if (lua_type(L, storage) != LUA_TTABLE) return false;
+    lua_pushliteral(L, "get");
+    lua_rawget(L, storage);
+    lua_pushliteral(L, "set");
+    lua_rawget(L, storage);
+    bool ours = lua_tocfunction(L, -2) == memory_get && lua_tocfunction(L, -1) == memory_set &&
+                lua_getupvalue(L, -2, 1) && lua_getupvalue(L, -2, 1);
+    if (ours && lua_rawequal(L, -1, -2)) {
+        lua_replace(L, -4);
+        lua_pop(L, 2);
+        return true;
+    }
+    lua_settop(L, lua_gettop(L) - (ours ? 4 : 2));
+    return false;
+}
+
 /* Pushes one value: the stored string, or nil when missing or failed. */
 static store_read storage_read(lua_State *L, lclient *lc, int storage, const char *key)
 {
+    if (push_memory_table(L, storage)) {
+        lua_pushstring(L, key);
+        lua_rawget(L, -2);
+        lua_remove(L, -2);
+        if (lua_type(L, -1) == LUA_TSTRING) return STORE_FOUND;
+        if (lua_isnil(L, -1)) return STORE_MISSING;
+        lua_pop(L, 1); /* set("k", 1) kept a number: the call below reports it */
+    }
     lua_pushcfunction(L, storage_call_protected);
     lua_pushvalue(L, storage);
     lua_pushliteral(L, "get");
@@ -270,6 +311,13 @@ static store_read storage_read(lua_State *L, lclient *lc, int storage, const cha
 static bool storage_write(lua_State *L, lclient *lc, int storage, const char *key,
                           const char *value, size_t len)
 {
+    if (push_memory_table(L, storage)) {
+        lua_pushstring(L, key);
+        lua_pushlstring(L, value, len);
+        lua_rawset(L, -3);
+        lua_pop(L, 1);
+        return true;
+    }
     lua_pushcfunction(L, storage_call_protected);
     lua_pushvalue(L, storage);
     lua_pushliteral(L, "set");
@@ -411,12 +459,53 @@ static bool resolve_user_id(lua_State *L, lclient *lc, int self, int storage,
     store_read r = read_record(L, lc, self, storage, DN_USER_ID_KEY, &from_fallback);
     size_t len = 0;
     const char *stored = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &len) : NULL;
-    dn_id_outcome outcome = dn_user_id_resolve(stored, len, dn_wall_ms(), out, out_len);
+    dn_id_outcome outcome;
+    if (stored && len && len == lc->user_id_known_len &&
+        memcmp(stored, lc->user_id_known, len) == 0) {
+        memcpy(out, stored, len + 1);
+        *out_len = len;
+        outcome = DN_ID_KEPT;
+    } else {
+        outcome = dn_user_id_resolve(stored, len, dn_wall_ms(), out, out_len);
+    }
     lua_pop(L, 1);
     if (outcome == DN_ID_FAILED) return false;
+    memcpy(lc->user_id_known, out, *out_len + 1);
+    lc->user_id_known_len = *out_len;
     if (outcome == DN_ID_CREATED || from_fallback)
         write_record(L, lc, self, storage, r, DN_USER_ID_KEY, out, *out_len);
     return true;
+}
+
+/* Keeps record (just written) and the session it says, for resolve_session to
+ * recognise. Only when parsing the record would give back exactly this session: a
+ * start page of printable ASCII (other bytes may not survive the JSON round trip),
+ * expires within a double's integers. */
+static void remember_session(lclient *lc, const dn_session *session, const dn_buf *record)
+{
+    lc->session_text_len = 0;
+    bool exact = session->expires_ms < 9007199254740992LL;
+    for (size_t i = 0; exact && session->start_page && i < session->start_page_len; i++)
+        exact = session->start_page[i] >= 0x20 && session->start_page[i] < 0x7f;
+    if (!exact) return;
+    char *text = realloc(lc->session_text, record->len ? record->len : 1);
+    if (!text) return;
+    lc->session_text = text;
+    dn_session *known = &lc->session_known;
+    bool same_page = known->start_page && session->start_page &&
+                     known->start_page_len == session->start_page_len &&
+                     memcmp(known->start_page, session->start_page, session->start_page_len) == 0;
+    if (!same_page) {
+        dn_session_clear(known);
+        if (session->start_page &&
+            !dn_session_set_start_page(known, session->start_page, session->start_page_len))
+            return;
+    }
+    memcpy(known->id, session->id, session->id_len + 1);
+    known->id_len = session->id_len;
+    known->expires_ms = session->expires_ms;
+    memcpy(text, record->data, record->len);
+    lc->session_text_len = record->len;
 }
 
 /* page: the first page to remember when the session has none yet (may be NULL). */
@@ -427,17 +516,35 @@ static bool resolve_session(lua_State *L, lclient *lc, int self, int storage, co
     store_read r = read_record(L, lc, self, storage, DN_SESSION_ID_KEY, &from_fallback);
     size_t len = 0;
     const char *stored = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &len) : NULL;
-    dn_id_outcome outcome =
-        dn_session_resolve(stored, len, dn_wall_ms(), lc->core->config.session_timeout_ms, session);
+    int64_t now_ms = dn_wall_ms(), ttl_ms = lc->core->config.session_timeout_ms;
+    const dn_session *known = &lc->session_known;
+    dn_id_outcome outcome;
+    if (stored && lc->session_text_len && len == lc->session_text_len &&
+        memcmp(stored, lc->session_text, len) == 0 && now_ms < known->expires_ms) {
+        /* What dn_session_resolve would make of these bytes, without parsing them. */
+        memset(session, 0, sizeof *session);
+        memcpy(session->id, known->id, known->id_len + 1);
+        session->id_len = known->id_len;
+        if (known->start_page)
+            dn_session_set_start_page(session, known->start_page, known->start_page_len);
+        session->expires_ms = now_ms + ttl_ms;
+        outcome = DN_ID_KEPT;
+    } else {
+        outcome = dn_session_resolve(stored, len, now_ms, ttl_ms, session);
+    }
     lua_pop(L, 1);
     if (outcome == DN_ID_FAILED) return false;
     if (!session->start_page && page && page_len <= DN_START_PAGE_MAX)
         dn_session_set_start_page(session, page, page_len);
     dn_buf record;
     dn_buf_init(&record);
+    /* Room for the whole record at once, rather than growing it twice per emit. */
+    dn_buf_reserve(&record, 128 + session->start_page_len);
     dn_session_record_format(session, &record);
-    if (!record.failed)
+    if (!record.failed) {
         write_record(L, lc, self, storage, r, DN_SESSION_ID_KEY, record.data, record.len);
+        remember_session(lc, session, &record);
+    }
     dn_buf_free(&record);
     return true;
 }
@@ -956,6 +1063,8 @@ static int client_gc(lua_State *L)
     dn_client_free(lc->core);
     luaL_unref(L, LUA_REGISTRYINDEX, lc->anchor_ref);
     free(lc->customers_id);
+    free(lc->session_text);
+    dn_session_clear(&lc->session_known);
     free(lc);
     return 0;
 }
