@@ -1,7 +1,7 @@
 -- A game's main loop at 60 frames a second: dukanext is pumped once per frame and
 -- never waits on the network, so a slow or absent server costs no frame time.
 --
---   lua5.4 examples/game_loop.lua <endpoint> [seconds] [save folder]
+--   lua5.4 examples/game_loop.lua <endpoint> [seconds] [save folder]   (or DUKANEXT_ENDPOINT)
 --
 -- Needs LuaSocket for the frame clock (socket.gettime / socket.sleep).
 local dn = require("dukanext")
