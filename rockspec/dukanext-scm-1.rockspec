@@ -13,12 +13,18 @@ from an OpenResty timer or once per game frame.]],
   license = "MIT",
   labels = { "analytics", "openresty", "curl" },
 }
+-- The transport waits on epoll.
+supported_platforms = { "linux" }
 dependencies = {
   "lua >= 5.1",
   "lua-cjson",
 }
+-- libcurl 7.85 or later, with its development files. Only the library is checked:
+-- Debian and Ubuntu keep curl/curl.h in /usr/include/<multiarch>/, where the compiler
+-- finds it but LuaRocks (3.8) does not look for headers, so a header check would fail
+-- there. CURL_DIR, CURL_INCDIR and CURL_LIBDIR still point the build elsewhere.
 external_dependencies = {
-  CURL = { header = "curl/curl.h", library = "curl" },
+  CURL = { library = "curl" },
 }
 build = {
   type = "builtin",
@@ -34,5 +40,7 @@ build = {
       libdirs = { "$(CURL_LIBDIR)" },
       libraries = { "curl" },
     },
+    -- The OpenResty helper, beside the C module.
+    ["dukanext.ngx"] = "lua/dukanext/ngx.lua",
   },
 }
