@@ -11,7 +11,7 @@ PACKAGES=(
   lua5.1 lua5.2 lua5.3 lua5.4 liblua5.1-0-dev liblua5.2-dev liblua5.3-dev liblua5.4-dev
   luajit2 libluajit2-5.1-dev
   lua-cjson libcurl4-openssl-dev
-  lua-busted lua-socket lua-curl wrk
+  lua-busted lua-socket lua-curl wrk lua-luv luarocks
   nginx-light libnginx-mod-http-lua openssl curl
 )
 

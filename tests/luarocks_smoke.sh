@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# Installs dukanext with LuaRocks into temporary trees and runs a smoke test from each:
+#   - Lua 5.4:  luarocks --lua-version=5.4 --tree T make --deps-mode=none <rockspec>
+#   - LuaJIT:   luarocks --lua-dir=D ... where D is laid out like OpenResty's
+#               /usr/local/openresty/luajit (bin/luajit, include/luajit-2.1), made of
+#               links to Debian's luajit2 unless DUKANEXT_LUAJIT_DIR names a real one.
+# The smoke test loads dukanext and dukanext.ngx from the tree only, checks the
+# version, delivers one event to the bundled collector (nginx), fails one against a
+# refused port, and runs examples/game_loop.lua on the installed module.
+#   tests/luarocks_smoke.sh            (exits 77, "skipped", without luarocks)
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+
+if ! command -v luarocks >/dev/null; then
+  echo "luarocks_smoke: luarocks is not installed (Debian: apt-get install luarocks)" >&2
+  exit 77
+fi
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/dukanext-luarocks.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+
+version=$(sed -n 's/^#define DN_VERSION "\(.*\)"$/\1/p' "$repo/src/version.h")
+
+# LuaRocks' builtin build writes its objects into the source folder: build from a copy.
+copy_source() {
+  mkdir -p "$1"
+  tar -C "$repo" --exclude=./build --exclude='./build-*' --exclude=./.git -cf - . |
+    tar -C "$1" -xf -
+}
+
+cat >"$work/smoke.lua" <<'EOF'
+local tree, lua_version, want_version, repo = ...
+local function from_tree(name, path)
+  local file = assert(package.searchpath(name, path), name .. " not found")
+  assert(file:sub(1, #tree) == tree, name .. " loads from " .. file .. ", not from " .. tree)
+  return file
+end
+local so = from_tree("dukanext", package.cpath)
+local helper = from_tree("dukanext.ngx", package.path)
+
+local dn = require("dukanext")
+assert(dn._VERSION == want_version, "version " .. tostring(dn._VERSION) .. ", want " .. want_version)
+local dnx = require("dukanext.ngx")
+assert(type(dnx.init_worker) == "function" and type(dnx.cookie_storage) == "function")
+
+-- A refused port: accepted, then failed for good after one attempt.
+local refused = dn.new({ endpoint = "http://127.0.0.1:1/access/api/v1/analytics", max_retries = 0 })
+assert(refused:emit("luarocks_smoke"))
+assert(refused:flush(10))
+assert(refused:stats().failed == 1, "the refused event did not fail")
+
+-- The bundled collector: delivered.
+package.path = repo .. "/?.lua;" .. package.path
+local collector = require("spec.support.collector").start({})
+local ok, err = pcall(function()
+  local c = dn.new({ endpoint = collector.url })
+  assert(c:emit("luarocks_smoke", { lua = lua_version }))
+  assert(c:flush(10))
+  local events = collector:wait_events(1, 5)
+  assert(#events == 1 and events[1].event == "luarocks_smoke", "the collector got no event")
+  -- An example, as users run it, on the installed module.
+  arg = { collector.url, "0.5", tree }
+  dofile(repo .. "/examples/game_loop.lua")
+  assert(#collector:wait_events(4, 5) >= 4, "the game loop example delivered nothing")
+end)
+collector:stop()
+assert(ok, err)
+print(("luarocks_smoke: %s: dukanext %s from %s and %s: delivered"):format(
+  lua_version, dn._VERSION, so, helper))
+EOF
+
+# smoke <name> <interpreter> <lua version dir> <luarocks options...>
+smoke() {
+  local name=$1 interpreter=$2 luaver=$3
+  shift 3
+  local src="$work/src-$name" tree="$work/tree-$name"
+  copy_source "$src"
+  echo "luarocks_smoke: $name: luarocks $* --tree $tree make --deps-mode=none rockspec/dukanext-scm-1.rockspec"
+  (cd "$src" && luarocks "$@" --tree "$tree" make --deps-mode=none rockspec/dukanext-scm-1.rockspec \
+    >"$work/luarocks-$name.log" 2>&1) || {
+    cat "$work/luarocks-$name.log" >&2
+    echo "luarocks_smoke: $name: luarocks make failed" >&2
+    return 1
+  }
+  # The tree first; the system's paths after it for lua-cjson and LuaSocket.
+  LUA_PATH="$tree/share/lua/$luaver/?.lua;$tree/share/lua/$luaver/?/init.lua;;" \
+    LUA_CPATH="$tree/lib/lua/$luaver/?.so;;" \
+    "$interpreter" "$work/smoke.lua" "$tree" "$name" "$version" "$repo"
+}
+
+smoke lua5.4 lua5.4 5.4 --lua-version=5.4
+
+luajit_dir=${DUKANEXT_LUAJIT_DIR:-}
+if [ -z "$luajit_dir" ]; then
+  luajit_dir="$work/luajit"
+  mkdir -p "$luajit_dir/bin" "$luajit_dir/include"
+  ln -s "$(command -v luajit)" "$luajit_dir/bin/luajit"
+  ln -s /usr/include/luajit-2.1 "$luajit_dir/include/luajit-2.1"
+fi
+smoke luajit "$luajit_dir/bin/luajit" 5.1 --lua-dir="$luajit_dir"
