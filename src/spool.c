@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -491,14 +492,33 @@ static bool roll_segment(dn_spool *s, write_kind kind)
     return true;
 }
 
+/* The file size limit (RLIMIT_FSIZE, `ulimit -f`). A write that would pass it raises
+ * SIGXFSZ, whose default action kills the host: segments end before it instead, and a
+ * record larger than it is refused without writing. Read on every write, since the
+ * host may change it. */
+static uint64_t file_size_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_FSIZE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY) return UINT64_MAX;
+    return (uint64_t)rl.rlim_cur;
+}
+
 /* Appends one whole record to the current segment, beginning a new one when it is
  * full. On failure nothing of the record remains: a partly written record is cut off
  * again, so that no torn record sits before later appends. */
 static dn_spool_status write_record(dn_spool *s, const uint8_t *data, uint64_t len, write_kind kind,
                                     uint64_t *seq, uint64_t *offset)
 {
+    uint64_t size_limit = file_size_limit();
+    if (len > size_limit) {
+        set_error(s, "cannot write to %s: %s (a record of %llu bytes, the file size limit is %llu)",
+                  s->dir, strerror(EFBIG), (unsigned long long)len,
+                  (unsigned long long)size_limit);
+        return DN_SPOOL_ERROR;
+    }
     segment *cur = current_segment(s);
-    bool full = cur && cur->size > 0 && cur->size + len > s->segment_bytes;
+    bool full = cur && cur->size > 0 &&
+                (cur->size + len > s->segment_bytes || cur->size + len > size_limit);
     if ((!cur || full || s->roll_needed) && !roll_segment(s, kind)) return DN_SPOOL_ERROR;
     cur = current_segment(s);
     uint64_t end = cur->size;

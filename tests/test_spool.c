@@ -1059,7 +1059,10 @@ static void test_creates_folders(void)
     free(base);
 }
 
-/* The file size limit stands in for a full or read-only disk (root ignores modes). */
+/* A file size limit (ulimit -f) ends segments early instead of letting a write pass it
+ * and raise SIGXFSZ, whose default action (kept here) kills the process. A record
+ * larger than the limit is refused without writing: root ignores modes, so this also
+ * stands in for a failing disk. */
 static void test_write_failure(void)
 {
     char *dir = make_temp_dir();
@@ -1073,31 +1076,34 @@ static void test_write_failure(void)
     }
     uint64_t size = log_bytes(dir);
     CHECK(dn_spool_bytes(s) == size);
+    CHECK(count_files(dir, ".log") == 1);
 
     struct rlimit saved, limit;
     REQUIRE(getrlimit(RLIMIT_FSIZE, &saved) == 0);
-    signal(SIGXFSZ, SIG_IGN);
     limit = saved;
-    /* A short write that ends at the limit, then a write refused outright. */
-    rlim_t limits[] = {(rlim_t)size + 10, (rlim_t)size / 2};
-    for (int i = 0; i < 2; i++) {
-        limit.rlim_cur = limits[i];
-        REQUIRE(setrlimit(RLIMIT_FSIZE, &limit) == 0);
-        make_event(10, 3, &e);
-        dn_spool_status status = append_event(s, &e, NULL);
-        setrlimit(RLIMIT_FSIZE, &saved);
-        CHECK(status == DN_SPOOL_ERROR);
-        CHECK(strstr(dn_spool_error(s), "File too large") != NULL);
-        CHECK(log_bytes(dir) == size);
-        CHECK(dn_spool_bytes(s) == size);
-        CHECK(dn_spool_pending(s) == 3);
-    }
+    limit.rlim_cur = (rlim_t)size + 10;
+    REQUIRE(setrlimit(RLIMIT_FSIZE, &limit) == 0);
     make_event(10, 3, &e);
-    CHECK(append_event(s, &e, NULL) == DN_SPOOL_OK);
+    dn_spool_status status = append_event(s, &e, NULL);
+    setrlimit(RLIMIT_FSIZE, &saved);
+    CHECK(status == DN_SPOOL_OK);
+    CHECK(count_files(dir, ".log") == 2);
+    size = log_bytes(dir);
+    CHECK(dn_spool_bytes(s) == size);
+
     make_event(10, 4, &e);
+    limit.rlim_cur = (rlim_t)record_size(&e) - 1;
+    REQUIRE(setrlimit(RLIMIT_FSIZE, &limit) == 0);
+    status = append_event(s, &e, NULL);
+    setrlimit(RLIMIT_FSIZE, &saved);
+    CHECK(status == DN_SPOOL_ERROR);
+    CHECK(strstr(dn_spool_error(s), "File too large") != NULL);
+    CHECK(log_bytes(dir) == size);
+    CHECK(dn_spool_bytes(s) == size);
+    CHECK(dn_spool_pending(s) == 4);
+
     CHECK(append_event(s, &e, NULL) == DN_SPOOL_OK);
     dn_spool_close(s);
-    signal(SIGXFSZ, SIG_DFL);
 
     s = open_default(dir);
     REQUIRE(s);
@@ -1109,9 +1115,18 @@ static void test_write_failure(void)
     free(dir);
 }
 
-/* Adoption that fails half way (the disk fills while copying): the writer copied in
- * full is removed, the other keeps its files, and the next opener replays every
- * event exactly once. */
+/* Plain events, but the fourth one too large for the file size limit below. */
+static void make_adoption_event(uint32_t n, test_event *e)
+{
+    make_plain_event(21, n, e);
+    if (n != 3) return;
+    memset(e->body, 'z', 3 * PLAIN_BODY);
+    e->body_len = 3 * PLAIN_BODY;
+}
+
+/* Adoption that fails half way (a record over the file size limit, as a disk that
+ * fills while copying): the writer copied in full is removed, the other keeps its
+ * files, and the next opener replays every event exactly once. */
 static void test_adoption_failure(void)
 {
     char *dir = make_temp_dir();
@@ -1120,13 +1135,13 @@ static void test_adoption_failure(void)
     const char *first = "1-aaaaaaaaaaaaaaaa", *second = "2-bbbbbbbbbbbbbbbb";
     char name[256];
     test_event e;
-    make_plain_event(21, 0, &e);
+    make_adoption_event(0, &e);
     size_t len = encode_event(seg, &e);
     snprintf(name, sizeof name, "%s.1.log", first);
     CHECK(write_file(dir, name, seg, len));
     len = 0;
     for (uint32_t n = 1; n <= 10; n++) {
-        make_plain_event(21, n, &e);
+        make_adoption_event(n, &e);
         len += encode_event(seg + len, &e);
     }
     snprintf(name, sizeof name, "%s.1.log", second);
@@ -1134,13 +1149,11 @@ static void test_adoption_failure(void)
 
     struct rlimit saved, limit;
     REQUIRE(getrlimit(RLIMIT_FSIZE, &saved) == 0);
-    signal(SIGXFSZ, SIG_IGN);
     limit = saved;
-    limit.rlim_cur = 3 * PLAIN_SIZE + 50; /* the first writer's event and two more */
+    limit.rlim_cur = PLAIN_SIZE + 50; /* fits each plain event, not the fourth one */
     REQUIRE(setrlimit(RLIMIT_FSIZE, &limit) == 0);
     dn_spool *s = open_default(dir);
     setrlimit(RLIMIT_FSIZE, &saved);
-    signal(SIGXFSZ, SIG_DFL);
     REQUIRE(s);
     CHECK(strstr(dn_spool_error(s), "File too large") != NULL);
     snprintf(name, sizeof name, "%s.1.log", first);
@@ -1157,7 +1170,7 @@ static void test_adoption_failure(void)
     int seen[11] = {0};
     for (size_t i = 0; i < r.count; i++) {
         uint32_t n = get_u32(r.events[i].key);
-        make_plain_event(21, n, &e);
+        make_adoption_event(n, &e);
         CHECK(n <= 10 && same_event(&r.events[i], &e));
         if (n <= 10) seen[n]++;
     }
