@@ -80,7 +80,7 @@ struct dn_spool {
     size_t segment_count, segment_cap;
     int current_fd; /* the last segment, or -1 before the first append */
     uint64_t next_seq;
-    bool roll_needed; /* a failed write could not be undone: never append after it */
+    bool roll_needed; /* a write failed: the next append begins a new segment */
     bool dirty;       /* written since the last sync of the current segment */
     int64_t last_sync_ms;
 
@@ -533,6 +533,10 @@ static dn_spool_status write_record(dn_spool *s, const uint8_t *data, uint64_t l
         int write_errno = errno;
         segment_name(name, s->writer, cur->seq);
         set_error(s, "cannot write %s/%s: %s", s->dir, name, strerror(write_errno));
+        /* Never append after a record that could not be cut off again. And on a full
+         * disk, new appends go to a new segment, so that this one can be removed (and
+         * its space freed) once its events are done. */
+        if (end > 0) s->roll_needed = true;
         if (!truncate_to(s->current_fd, end)) {
             struct stat st;
             s->roll_needed = true;
@@ -1250,6 +1254,17 @@ static void reclaim_segments(dn_spool *s)
             size_t before = s->segment_count;
             remove_oldest_segment(s);
             if (s->segment_count == before) return;
+        }
+        /* After a failed write (a full disk), the last segment goes too once nothing in
+         * it is pending: its space is what the next append needs. */
+        if (s->segment_count == 1 && s->roll_needed && s->segments[0].live_events == 0) {
+            remove_oldest_segment(s);
+            if (s->segment_count == 0) {
+                close(s->current_fd);
+                s->current_fd = -1;
+                s->dirty = false;
+            }
+            return;
         }
         /* One compaction per tick bounds the work a pump call can do. */
         if (s->segment_count < 2 || compactions++ > 0 || !worth_compacting(s)) return;

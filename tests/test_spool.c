@@ -22,10 +22,17 @@ static int failures;
 /* Counts the spool's data syncs, since the sync option is part of the contract: this
  * definition in the test program takes the place of the C library's. */
 static int data_syncs;
+/* While positive, data syncs fail with EIO (a failing disk) and count it down. */
+static int failing_syncs;
 
 int fdatasync(int fd)
 {
     data_syncs++;
+    if (failing_syncs > 0) {
+        failing_syncs--;
+        errno = EIO;
+        return -1;
+    }
     return (int)syscall(SYS_fdatasync, fd);
 }
 
@@ -1115,6 +1122,57 @@ static void test_write_failure(void)
     free(dir);
 }
 
+/* A write that fails (the disk is full, or fails) is cut off again, and what follows
+ * goes to a new segment: the old one is removed once its events are done, so that its
+ * space serves the next appends. */
+static void test_space_after_failed_write(void)
+{
+    char *dir = make_temp_dir();
+    REQUIRE(dir);
+    dn_spool *s = open_default(dir);
+    REQUIRE(s);
+    test_event e;
+    uint64_t ids[3];
+    for (uint32_t n = 0; n < 3; n++) {
+        make_event(11, n, &e);
+        CHECK(append_event(s, &e, &ids[n]) == DN_SPOOL_OK);
+    }
+    uint64_t size = log_bytes(dir);
+    failing_syncs = 1;
+    make_event(11, 3, &e);
+    CHECK(append_event(s, &e, NULL) == DN_SPOOL_ERROR);
+    CHECK(failing_syncs == 0);
+    CHECK(strstr(dn_spool_error(s), "Input/output error") != NULL);
+    CHECK(log_bytes(dir) == size);
+    CHECK(dn_spool_bytes(s) == size);
+    CHECK(dn_spool_pending(s) == 3);
+
+    /* Still pending: the segment stays. */
+    dn_spool_tick(s, dn_mono_ms());
+    CHECK(count_files(dir, ".log") == 1);
+    for (int i = 0; i < 3; i++) CHECK(dn_spool_mark_done(s, ids[i]) == DN_SPOOL_OK);
+    dn_spool_tick(s, dn_mono_ms());
+    CHECK(count_files(dir, ".log") == 1);
+    CHECK(log_bytes(dir) == 3 * DONE_SIZE);
+    CHECK(dn_spool_bytes(s) == 3 * DONE_SIZE);
+
+    make_event(11, 4, &e);
+    CHECK(append_event(s, &e, NULL) == DN_SPOOL_OK);
+    CHECK(count_files(dir, ".log") == 1);
+    CHECK(dn_spool_bytes(s) == log_bytes(dir));
+    dn_spool_close(s);
+
+    s = open_default(dir);
+    REQUIRE(s);
+    replayed r = {0};
+    uint32_t want[] = {4};
+    CHECK(replay(s, &r) && replayed_exactly(&r, 11, want, 1, make_event));
+    dn_spool_close(s);
+    replayed_free(&r);
+    remove_tree(dir);
+    free(dir);
+}
+
 /* Plain events, but the fourth one too large for the file size limit below. */
 static void make_adoption_event(uint32_t n, test_event *e)
 {
@@ -1701,6 +1759,7 @@ int main(void)
     test_event_limits();
     test_creates_folders();
     test_write_failure();
+    test_space_after_failed_write();
     test_adoption_failure();
     test_two_live_writers();
     test_dead_writer();
