@@ -512,8 +512,7 @@ static dn_spool_status write_record(dn_spool *s, const uint8_t *data, uint64_t l
     uint64_t size_limit = file_size_limit();
     if (len > size_limit) {
         set_error(s, "cannot write to %s: %s (a record of %llu bytes, the file size limit is %llu)",
-                  s->dir, strerror(EFBIG), (unsigned long long)len,
-                  (unsigned long long)size_limit);
+                  s->dir, strerror(EFBIG), (unsigned long long)len, (unsigned long long)size_limit);
         return DN_SPOOL_ERROR;
     }
     segment *cur = current_segment(s);
