@@ -135,6 +135,9 @@ static void spool_open(dn_client *c, int64_t now_ms)
 
 dn_client *dn_client_new(dn_hub *hub, dn_config *config)
 {
+    /* In a child whose first call is new: settle the fork now, or the next call would
+     * take the new client for the parent's and drop the spool it just opened. */
+    dn_hub_check_fork(hub);
     dn_client *c = calloc(1, sizeof *c);
     dn_slot *slots = config->max_in_flight ? calloc(config->max_in_flight, sizeof *slots) : NULL;
     if (!c || !slots ||
