@@ -335,4 +335,37 @@ describe("faults", function()
     assert.same({ "https", "https" }, field(records, "scheme"))
     assert.same({ 200, 200 }, field(records, "status"))
   end)
+
+  -- HTTP/2: over TLS (ALPN) and in the clear with prior knowledge (h2c). Both are
+  -- sent several at once and then one after another, so that new streams go over a
+  -- connection already used: libcurl 7.88 fails exactly that for h2c unless dukanext
+  -- gives each attempt a connection of its own there.
+  for _, case in ipairs({
+    { name = "HTTP/2 over TLS", version = "2", opts = { tls = true, http2 = "tls" }, url = "tls_url" },
+    { name = "h2c with prior knowledge", version = "2-prior-knowledge", opts = { http2 = true }, url = "url" },
+  }) do
+    it(case.name .. " delivers every event, in parallel and one after another", function()
+      local c = helpers.start_collector(case.opts)
+      finally(function() c:stop() end)
+      local errors = {}
+      local cl = dn.new(helpers.fast({
+        endpoint = c[case.url], ca_file = c.ca_file, http_version = case.version, max_retries = 0,
+        on_error = function(err) errors[#errors + 1] = err.code .. " " .. tostring(err.message) end,
+      }))
+      for i = 1, 20 do assert.is_true(cl:emit("h2", { i = i })) end
+      assert.is_true(cl:flush(within(10)))
+      for i = 21, 25 do
+        assert.is_true(cl:emit("h2", { i = i }))
+        assert.is_true(cl:flush(within(5)))
+      end
+      assert.same({}, errors)
+      assert.equals(25, cl:stats().sent)
+      local records = c:requests()
+      assert.equals(25, #records)
+      for _, r in ipairs(records) do
+        assert.equals(2, r.http_version)
+        assert.equals(200, r.status)
+      end
+    end)
+  end
 end)

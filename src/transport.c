@@ -178,6 +178,14 @@ bool dn_transport_renew(dn_transport *t)
     return dn_transport_init(t);
 }
 
+/* The libcurl loaded at run time, not the one compiled against: a distribution can
+ * update it underneath. */
+static bool h2c_reuse_broken(void)
+{
+    unsigned int version = curl_version_info(CURLVERSION_NOW)->version_num;
+    return version >= 0x075800 && version < 0x075900;
+}
+
 static size_t keep_answer(char *data, size_t size, size_t nmemb, void *userdata)
 {
     dn_slot *slot = userdata;
@@ -233,8 +241,17 @@ bool dn_slot_open(dn_slot *slot, dn_transport *t, void *owner, const dn_transpor
     if (o->proxy) SET(CURLOPT_PROXY, o->proxy);
     if (o->http_version == DN_HTTP_1_1) SET(CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
     if (o->http_version == DN_HTTP_2) SET(CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
-    if (o->http_version == DN_HTTP_2_PRIOR_KNOWLEDGE)
+    if (o->http_version == DN_HTTP_2_PRIOR_KNOWLEDGE) {
         SET(CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE);
+        /* libcurl 7.88.0 and 7.88.1 (Debian 12's) fail every transfer that reuses an
+         * h2c connection with "Error in the HTTP2 framing layer" (curl issue 10634,
+         * fixed in 7.89.0). There, each attempt gets a connection of its own: slower,
+         * but every event arrives. */
+        if (h2c_reuse_broken()) {
+            SET(CURLOPT_FRESH_CONNECT, 1L);
+            SET(CURLOPT_FORBID_REUSE, 1L);
+        }
+    }
     /* With HTTP/2 a new attempt waits for the connection being set up and multiplexes
      * over it, instead of opening one connection per attempt. */
     if (o->http_version == DN_HTTP_2) SET(CURLOPT_PIPEWAIT, 1L);
