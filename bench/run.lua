@@ -263,6 +263,26 @@ for _, version in ipairs({ "1.1", "2" }) do
     .. " --body-template " .. quote(TEMPLATE) .. " --n " .. COUNT.h2 .. " --seq " .. seq_for(COUNT.h2)))
 end
 
+-- h2c (HTTP/2 in the clear, prior knowledge) against HTTP/1.1 in the clear. nginx
+-- 1.22 speaks only h2c on a plain "http2" listener, so h2c gets a collector of its
+-- own; the HTTP/1.1 figure comes from the main one, measured right before.
+R.plain_1_1 = measure("plain, http_version=1.1", lua54("throughput.lua", "--url " .. quote(URL)
+  .. " --http-version 1.1 --body-template " .. quote(TEMPLATE) .. " --n " .. COUNT.h2 .. " --seq "
+  .. seq_for(COUNT.h2)))
+do
+  local started, h2c = pcall(collector_lib.start, { bench = true, http2 = true })
+  if not started then
+    broke("h2c collector", tostring(h2c))
+  else
+    R.h2c = measure("plain, http_version=2-prior-knowledge", lua54("throughput.lua", "--url "
+      .. quote(h2c.url) .. " --http-version 2-prior-knowledge --body-template " .. quote(TEMPLATE)
+      .. " --n " .. COUNT.h2 .. " --seq " .. seq_for(COUNT.h2)))
+    local h2c_errors = h2c:error_log_text():match("%[error%][^\n]*")
+    h2c:stop()
+    if h2c_errors then broke("h2c collector", h2c_errors) end
+  end
+end
+
 local collector_errors = collector:error_log_text():match("%[error%][^\n]*")
 cleanup()
 if collector_errors then broke("collector", collector_errors) end
@@ -340,7 +360,11 @@ row("HTTP/2 over TLS", h2.events_per_s, "ev/s", "HTTP/1.1 over TLS", h1.events_p
   ratio(h2.events_per_s, h1.events_per_s))
 row("", h2.cpu_us_per_event, "us", "CPU/event, HTTP/1.1 TLS", h1.cpu_us_per_event, "us",
   ratio(h2.cpu_us_per_event, h1.cpu_us_per_event))
-rows[#rows + 1] = { "h2c, prior knowledge", "", "unsupported here (curl 7.88 + nginx 1.22)", "", "", "", "-" }
+local p1, pc = R.plain_1_1 or {}, R.h2c or {}
+row("h2c (HTTP/2, prior knowledge)", pc.events_per_s, "ev/s", "HTTP/1.1, no TLS", p1.events_per_s, "ev/s",
+  ratio(pc.events_per_s, p1.events_per_s))
+row("", pc.cpu_us_per_event, "us", "CPU/event, HTTP/1.1", p1.cpu_us_per_event, "us",
+  ratio(pc.cpu_us_per_event, p1.cpu_us_per_event))
 
 for _, mode in ipairs({ "always", "interval", "never" }) do
   local s = R.spool[mode] or {}
