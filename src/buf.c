@@ -1,7 +1,6 @@
 #include "buf.h"
 
 #include <stdint.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -64,11 +63,20 @@ void dn_buf_append_char(dn_buf *b, char c)
     b->data[b->len++] = c;
 }
 
+/* By hand rather than with snprintf: emit writes the session record, with its expiry
+ * in milliseconds, on every event, and snprintf was a tenth of emit's instructions. */
 void dn_buf_append_int(dn_buf *b, long long v)
 {
     char digits[24];
-    int n = snprintf(digits, sizeof digits, "%lld", v);
-    dn_buf_append(b, digits, (size_t)n);
+    char *end = digits + sizeof digits, *p = end;
+    /* Negated as unsigned, so that LLONG_MIN has a magnitude too. */
+    unsigned long long magnitude = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+    do {
+        *--p = (char)('0' + magnitude % 10);
+        magnitude /= 10;
+    } while (magnitude > 0);
+    if (v < 0) *--p = '-';
+    dn_buf_append(b, p, (size_t)(end - p));
 }
 
 bool dn_buf_terminate(dn_buf *b)

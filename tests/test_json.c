@@ -2,6 +2,8 @@
 #include "check.h"
 #include "json.h"
 
+#include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 /* Copies, so a member outlives the text it was read from. */
@@ -419,6 +421,34 @@ static void append(dn_buf *b, const char *s, size_t len)
         CHECK_MEM_EQ(b.data, b.len, json, sizeof json - 1);                                        \
     } while (0)
 
+/* The session record's expiry goes through dn_buf_append_int: the same digits as
+ * printf's, at the edges too. */
+static void test_append_int_matches_printf(void)
+{
+    const long long values[] = {0,
+                                1,
+                                -1,
+                                9,
+                                10,
+                                -10,
+                                1759904642100LL,
+                                -1759904642100LL,
+                                LLONG_MAX,
+                                LLONG_MIN,
+                                LLONG_MIN + 1,
+                                1000000000000000000LL};
+    for (size_t i = 0; i < sizeof values / sizeof values[0]; i++) {
+        char want[32];
+        snprintf(want, sizeof want, "%lld", values[i]);
+        dn_buf b;
+        dn_buf_init(&b);
+        dn_buf_append_str(&b, "x");
+        dn_buf_append_int(&b, values[i]);
+        CHECK(dn_buf_terminate(&b) && strcmp(b.data + 1, want) == 0 && b.data[0] == 'x');
+        dn_buf_free(&b);
+    }
+}
+
 static void test_string_append_escapes(void)
 {
     dn_buf b;
@@ -507,6 +537,7 @@ int main(void)
     RUN_CASE(test_decode_refuses_non_strings);
     RUN_CASE(test_number);
     RUN_CASE(test_number_out_of_range);
+    RUN_CASE(test_append_int_matches_printf);
     RUN_CASE(test_string_append_escapes);
     RUN_CASE(test_string_round_trip_every_byte);
     RUN_CASE(test_key_is);
