@@ -219,7 +219,7 @@ local rows = {
   { "emit: a referrerUrl with CR/LF (stays inside the JSON)",
     emit("page_view", nil, { referrerUrl = "https://r.example/\r\nSet-Cookie: a=1" }),
     delivered(function(raw, body, rec)
-      raw_contains('"referrerUrl":"https:\\/\\/r.example\\/\\r\\nSet-Cookie: a=1"')(raw)
+      raw_contains('"referrerUrl":"https://r.example/\\r\\nSet-Cookie: a=1"')(raw)
       assert.equals("https://r.example/\r\nSet-Cookie: a=1", body.referrerUrl)
       assert.is_nil(rec.all_headers["set-cookie"])
     end) },

@@ -64,10 +64,10 @@ void dn_buf_append_char(dn_buf *b, char c)
 }
 
 /* By hand rather than with snprintf: emit writes the session record, with its expiry
- * in milliseconds, on every event, and snprintf was a tenth of emit's instructions. */
-void dn_buf_append_int(dn_buf *b, long long v)
+ * in milliseconds, on every event. */
+size_t dn_format_int(char out[DN_INT_TEXT_MAX], long long v)
 {
-    char digits[24];
+    char digits[DN_INT_TEXT_MAX];
     char *end = digits + sizeof digits, *p = end;
     /* Negated as unsigned, so that LLONG_MIN has a magnitude too. */
     unsigned long long magnitude = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
@@ -76,7 +76,15 @@ void dn_buf_append_int(dn_buf *b, long long v)
         magnitude /= 10;
     } while (magnitude > 0);
     if (v < 0) *--p = '-';
-    dn_buf_append(b, p, (size_t)(end - p));
+    size_t len = (size_t)(end - p);
+    memcpy(out, p, len);
+    return len;
+}
+
+void dn_buf_append_int(dn_buf *b, long long v)
+{
+    char digits[DN_INT_TEXT_MAX];
+    dn_buf_append(b, digits, dn_format_int(digits, v));
 }
 
 bool dn_buf_terminate(dn_buf *b)

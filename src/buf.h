@@ -20,6 +20,9 @@ void dn_buf_append(dn_buf *b, const void *data, size_t len);
 void dn_buf_append_str(dn_buf *b, const char *s);
 void dn_buf_append_char(dn_buf *b, char c);
 void dn_buf_append_int(dn_buf *b, long long v);
+/* Writes v in decimal, without a terminator; answers the length. */
+#define DN_INT_TEXT_MAX 24
+size_t dn_format_int(char out[DN_INT_TEXT_MAX], long long v);
 /* NUL-terminates without counting the terminator in len; false when out of memory. */
 bool dn_buf_terminate(dn_buf *b);
 

@@ -1,5 +1,6 @@
 /* The Lua binding: turns Lua values into calls of the C core and back. Nothing about
  * the wire, the ids or the schedule lives here; see client.c, session.c, transport.c. */
+#include "body.h"
 #include "client.h"
 #include "compat.h"
 #include "file_store.h"
@@ -26,22 +27,21 @@
 #define UV_HUB    1 /* the hub box of this Lua state */
 #define UV_ENCODE 2 /* encode of our private lua-cjson instance */
 #define UV_DECODE 3
-#define UV_BODY   4 /* the event table, reused by every emit */
-#define UV_EMPTY  5 /* {} sent as metadata when none is given */
-#define UV_COUNT  5
+#define UV_COUNT  3
 
 /* Deep enough for any sensible metadata, shallow enough to stop cycles quickly. */
 #define METADATA_MAX_DEPTH 32
 #define USER_AGENT_MAX     2048
 #define CLIENT_IP_MAX      255
 #define CUSTOMERS_ID_MAX   1024
+/* The body buffer is kept between emits up to this size, and let go beyond. */
+#define BODY_BUFFER_KEEP (256 * 1024)
 
 typedef struct hub_box {
     dn_hub *hub;
     int default_ref; /* the module-level client */
-    /* The reused body table is being filled or encoded: an emit nested in that (from
-     * a debug hook or a finalizer) builds its own table instead. */
-    bool body_in_use;
+    /* Where emit writes each body before the queue copies it. */
+    dn_buf body;
 } hub_box;
 
 /* What the binding keeps per client, beside the core client. */
@@ -481,14 +481,15 @@ static bool resolve_user_id(lua_State *L, lclient *lc, int self, int storage,
  * recognise. Only when parsing the record would give back exactly this session: a
  * start page of printable ASCII (other bytes may not survive the JSON round trip),
  * expires within a double's integers. */
-static void remember_session(lclient *lc, const dn_session *session, const dn_buf *record)
+static void remember_session(lclient *lc, const dn_session *session, const char *record,
+                             size_t record_len)
 {
     lc->session_text_len = 0;
     bool exact = session->expires_ms < 9007199254740992LL;
     for (size_t i = 0; exact && session->start_page && i < session->start_page_len; i++)
         exact = session->start_page[i] >= 0x20 && session->start_page[i] < 0x7f;
     if (!exact) return;
-    char *text = realloc(lc->session_text, record->len ? record->len : 1);
+    char *text = realloc(lc->session_text, record_len ? record_len : 1);
     if (!text) return;
     lc->session_text = text;
     dn_session *known = &lc->session_known;
@@ -504,11 +505,35 @@ static void remember_session(lclient *lc, const dn_session *session, const dn_bu
     memcpy(known->id, session->id, session->id_len + 1);
     known->id_len = session->id_len;
     known->expires_ms = session->expires_ms;
-    memcpy(text, record->data, record->len);
-    lc->session_text_len = record->len;
+    memcpy(text, record, record_len);
+    lc->session_text_len = record_len;
 }
 
 /* page: the first page to remember when the session has none yet (may be NULL). */
+/* The record this client wrote last with a new expiry spliced in, into out; 0 when
+ * it does not have the shape dn_session_record_format gives. Ids need no escaping,
+ * so the expiry starts right after {"id":"<id>","expires": */
+static size_t splice_expiry(const lclient *lc, int64_t expires_ms, char *out, size_t out_size)
+{
+    static const char id_head[] = "{\"id\":\"", expires_head[] = "\",\"expires\":";
+    const char *text = lc->session_text;
+    size_t len = lc->session_text_len;
+    size_t start = sizeof id_head - 1 + lc->session_known.id_len + sizeof expires_head - 1;
+    if (start >= len || memcmp(text + start - (sizeof expires_head - 1), expires_head,
+                               sizeof expires_head - 1) != 0)
+        return 0;
+    size_t end = start;
+    while (end < len && text[end] >= '0' && text[end] <= '9') end++;
+    char digits[DN_INT_TEXT_MAX];
+    size_t digits_len = dn_format_int(digits, expires_ms);
+    size_t spliced = start + digits_len + (len - end);
+    if (spliced > out_size) return 0;
+    memcpy(out, text, start);
+    memcpy(out + start, digits, digits_len);
+    memcpy(out + start + digits_len, text + end, len - end);
+    return spliced;
+}
+
 static bool resolve_session(lua_State *L, lclient *lc, int self, int storage, const char *page,
                             size_t page_len, dn_session *session)
 {
@@ -519,8 +544,9 @@ static bool resolve_session(lua_State *L, lclient *lc, int self, int storage, co
     int64_t now_ms = dn_wall_ms(), ttl_ms = lc->core->config.session_timeout_ms;
     const dn_session *known = &lc->session_known;
     dn_id_outcome outcome;
-    if (stored && lc->session_text_len && len == lc->session_text_len &&
-        memcmp(stored, lc->session_text, len) == 0 && now_ms < known->expires_ms) {
+    bool as_written = stored && lc->session_text_len && len == lc->session_text_len &&
+                      memcmp(stored, lc->session_text, len) == 0 && now_ms < known->expires_ms;
+    if (as_written) {
         /* What dn_session_resolve would make of these bytes, without parsing them. */
         memset(session, 0, sizeof *session);
         memcpy(session->id, known->id, known->id_len + 1);
@@ -534,8 +560,20 @@ static bool resolve_session(lua_State *L, lclient *lc, int self, int storage, co
     }
     lua_pop(L, 1);
     if (outcome == DN_ID_FAILED) return false;
+    bool page_added = false;
     if (!session->start_page && page && page_len <= DN_START_PAGE_MAX)
-        dn_session_set_start_page(session, page, page_len);
+        page_added = dn_session_set_start_page(session, page, page_len);
+
+    /* The usual emit: the record came back as written and only its expiry moves. */
+    char spliced[512];
+    size_t spliced_len = as_written && !page_added
+                             ? splice_expiry(lc, session->expires_ms, spliced, sizeof spliced)
+                             : 0;
+    if (spliced_len) {
+        write_record(L, lc, self, storage, r, DN_SESSION_ID_KEY, spliced, spliced_len);
+        remember_session(lc, session, spliced, spliced_len);
+        return true;
+    }
     dn_buf record;
     dn_buf_init(&record);
     /* Room for the whole record at once, rather than growing it twice per emit. */
@@ -543,7 +581,7 @@ static bool resolve_session(lua_State *L, lclient *lc, int self, int storage, co
     dn_session_record_format(session, &record);
     if (!record.failed) {
         write_record(L, lc, self, storage, r, DN_SESSION_ID_KEY, record.data, record.len);
-        remember_session(lc, session, &record);
+        remember_session(lc, session, record.data, record.len);
     }
     dn_buf_free(&record);
     return true;
@@ -1193,25 +1231,13 @@ static bool is_object_like(lua_State *L, int idx)
     return empty;
 }
 
-static void set_body_string_or_null(lua_State *L, int body, const char *key, const char *s,
-                                    size_t len)
+/* A string-or-null field the caller gave: true when the slot holds one. */
+static bool slot_text(lua_State *L, int slot, dn_body_text *text)
 {
-    if (s)
-        lua_pushlstring(L, s, len);
-    else
-        lua_pushlightuserdata(L, NULL); /* cjson.null */
-    lua_setfield(L, body, key);
-}
-
-static void set_body_slot(lua_State *L, int body, const char *key, int slot, const char *s,
-                          size_t len)
-{
-    if (!lua_isnil(L, slot)) {
-        lua_pushvalue(L, slot);
-        lua_setfield(L, body, key);
-    } else {
-        set_body_string_or_null(L, body, key, s, len);
-    }
+    if (lua_isnil(L, slot)) return false;
+    text->data = lua_type(L, slot) == LUA_TSTRING ? lua_tolstring(L, slot, &text->len) : NULL;
+    if (!text->data) text->len = 0;
+    return true;
 }
 
 static int refuse_accept(lua_State *L, lclient *lc, dn_accept verdict)
@@ -1302,61 +1328,67 @@ static int client_emit(lua_State *L)
         return refuse_accept(L, lc, verdict);
     }
 
-    hub_box *hb = upvalue_hub(L);
-    bool own_body = !hb->body_in_use;
-    int body = lua_upvalueindex(UV_BODY);
-    if (own_body) {
-        hb->body_in_use = true;
-    } else {
-        lua_createtable(L, 0, 8);
-        body = lua_gettop(L);
+    /* The metadata first: encoding it may run Lua (a finalizer, a debug hook) that
+     * emits too, so the shared body buffer is filled only after, with no Lua between
+     * filling it and handing it to the queue. */
+    const char *metadata_json = "{}";
+    size_t metadata_json_len = 2;
+    if (metadata_type == LUA_TTABLE) {
+        lua_pushvalue(L, lua_upvalueindex(UV_ENCODE));
+        lua_pushvalue(L, 3);
+        if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
+            dn_session_clear(&session);
+            anchor_if_busy(L, lc, 1);
+            return refuse(L, "INVALID_METADATA", "%s", error_text(L, -1));
+        }
+        metadata_json = lua_tolstring(L, -1, &metadata_json_len);
     }
-    lua_pushlstring(L, user_id, user_id_len);
-    lua_setfield(L, body, "userId");
-    lua_pushlstring(L, session.id, session.id_len);
-    lua_setfield(L, body, "sessionId");
+
+    dn_body_fields fields = {
+        .user_id = {user_id, user_id_len},
+        .session_id = {session.id, session.id_len},
+        .event = {lua_tostring(L, 2), event_len},
+        .metadata_json = metadata_json,
+        .metadata_json_len = metadata_json_len,
+    };
     /* A first page too long to remember is still this event's start page. */
-    bool remembered = session.start_page != NULL;
-    set_body_slot(L, body, "sessionStartPage", SLOT_START_PAGE,
-                  remembered ? session.start_page : page,
-                  remembered ? session.start_page_len : page_len);
-    dn_session_clear(&session);
-    set_body_slot(L, body, "referrerUrl", SLOT_REFERRER, NULL, 0);
+    if (!slot_text(L, SLOT_START_PAGE, &fields.session_start_page)) {
+        bool remembered = session.start_page != NULL;
+        fields.session_start_page.data = remembered ? session.start_page : page;
+        fields.session_start_page.len = remembered ? session.start_page_len : page_len;
+    }
+    slot_text(L, SLOT_REFERRER, &fields.referrer_url);
     const char *customers_id = lc->customers_id;
-    set_body_slot(L, body, "customersId", SLOT_CUSTOMERS_ID, customers_id,
-                  customers_id ? strlen(customers_id) : 0);
-    if (!lua_isnil(L, SLOT_HAS_ACCOUNT)) {
-        lua_pushvalue(L, SLOT_HAS_ACCOUNT);
-    } else if (!lua_isnil(L, SLOT_CUSTOMERS_ID)) {
-        lua_pushboolean(L, lua_type(L, SLOT_CUSTOMERS_ID) == LUA_TSTRING);
-    } else {
-        lua_pushboolean(L, customers_id != NULL);
+    if (!slot_text(L, SLOT_CUSTOMERS_ID, &fields.customers_id)) {
+        fields.customers_id.data = customers_id;
+        fields.customers_id.len = customers_id ? strlen(customers_id) : 0;
     }
-    lua_setfield(L, body, "hasCustomerAccount");
-    lua_pushvalue(L, 2);
-    lua_setfield(L, body, "event");
-    lua_pushvalue(L, metadata_type == LUA_TTABLE ? 3 : lua_upvalueindex(UV_EMPTY));
-    lua_setfield(L, body, "metadata");
+    if (!lua_isnil(L, SLOT_HAS_ACCOUNT))
+        fields.has_customer_account = lua_toboolean(L, SLOT_HAS_ACCOUNT);
+    else if (!lua_isnil(L, SLOT_CUSTOMERS_ID))
+        fields.has_customer_account = lua_type(L, SLOT_CUSTOMERS_ID) == LUA_TSTRING;
+    else
+        fields.has_customer_account = customers_id != NULL;
 
-    lua_pushvalue(L, lua_upvalueindex(UV_ENCODE));
-    lua_pushvalue(L, body);
-    int encoded = lua_pcall(L, 1, 1, 0);
-    /* The body table must not keep the caller's metadata alive. */
-    lua_pushvalue(L, lua_upvalueindex(UV_EMPTY));
-    lua_setfield(L, body, "metadata");
-    if (own_body) hb->body_in_use = false;
-    if (encoded != LUA_OK) {
+    hub_box *hb = upvalue_hub(L);
+    dn_body_write(&hb->body, &fields);
+    dn_session_clear(&session);
+    if (hb->body.failed) {
         anchor_if_busy(L, lc, 1);
-        return refuse(L, "INVALID_METADATA", "%s", error_text(L, -1));
+        return refuse(L, "OUT_OF_MEMORY", "no memory to build the event");
     }
 
-    size_t body_len, ua_len = 0, ip_len = 0;
-    const char *json = lua_tolstring(L, -1, &body_len);
+    size_t ua_len = 0, ip_len = 0;
     const char *ua =
         lua_isnil(L, SLOT_USER_AGENT) ? NULL : lua_tolstring(L, SLOT_USER_AGENT, &ua_len);
     const char *ip =
         lua_isnil(L, SLOT_CLIENT_IP) ? NULL : lua_tolstring(L, SLOT_CLIENT_IP, &ip_len);
-    verdict = dn_client_accept(lc->core, json, body_len, ua, ua_len, ip, ip_len);
+    verdict = dn_client_accept(lc->core, hb->body.data, hb->body.len, ua, ua_len, ip, ip_len);
+    /* One huge event must not keep its buffer for the life of the state. */
+    if (hb->body.cap > BODY_BUFFER_KEEP) {
+        dn_buf_free(&hb->body);
+        dn_buf_init(&hb->body);
+    }
     anchor_if_busy(L, lc, 1);
     if (verdict != DN_ACCEPTED) return refuse_accept(L, lc, verdict);
     lua_pushboolean(L, 1);
@@ -1584,6 +1616,7 @@ static int hub_gc(lua_State *L)
     hub_box *hb = lua_touserdata(L, 1);
     if (hb->hub) dn_hub_release(hb->hub);
     hb->hub = NULL;
+    dn_buf_free(&hb->body);
     return 0;
 }
 
@@ -1627,7 +1660,7 @@ static hub_box *push_hub(lua_State *L)
     hub_box *hb = lua_newuserdata(L, sizeof *hb);
     hb->hub = NULL;
     hb->default_ref = LUA_NOREF;
-    hb->body_in_use = false;
+    dn_buf_init(&hb->body);
     luaL_newmetatable(L, HUB_MT);
     lua_pushcfunction(L, hub_gc);
     lua_setfield(L, -2, "__gc");
@@ -1649,8 +1682,9 @@ static void push_cjson(lua_State *L)
     lua_getfield(L, -1, "new");
     lua_call(L, 0, 1);
     int cjson = lua_gettop(L);
+    /* The metadata is encoded alone, one level below the event object. */
     lua_getfield(L, cjson, "encode_max_depth");
-    lua_pushinteger(L, METADATA_MAX_DEPTH);
+    lua_pushinteger(L, METADATA_MAX_DEPTH - 1);
     lua_call(L, 1, 0);
     lua_getfield(L, cjson, "encode_invalid_numbers");
     lua_pushboolean(L, 0);
@@ -1678,8 +1712,6 @@ int luaopen_dukanext(lua_State *L)
     int base = lua_gettop(L);
     hub_box *hb = push_hub(L);
     push_cjson(L);
-    lua_createtable(L, 0, 8); /* UV_BODY */
-    lua_newtable(L);          /* UV_EMPTY */
     int upvalues = base + 1;
 
     luaL_newmetatable(L, CLIENT_MT);

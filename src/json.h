@@ -1,6 +1,6 @@
-/* The two small JSON jobs the C core does itself: reading the records it stored (and
- * the `code` of a server's error answer), and writing those records back. Event
- * bodies are not written here: the binding encodes them with lua-cjson. */
+/* The small JSON jobs the C core does itself: reading the records it stored (and the
+ * `code` of a server's error answer), writing those records back, and quoting the
+ * strings of an event body (body.c; lua-cjson encodes the metadata). */
 #ifndef DN_JSON_H
 #define DN_JSON_H
 
