@@ -18,19 +18,27 @@
 /* On disk, little-endian, packed byte by byte:
  *   u32 magic, u32 payload length, u32 CRC-32C, u8 type, payload
  * The CRC covers the length, the type and the payload, so a flipped length is caught
- * too. EVENT payload: key[16], u32 body length, body, u16 user agent length, user
- * agent, u16 client ip length, client ip. DONE payload: key[16]. */
+ * too. EVENT payload: key[16], u64 order, u32 body length, body, u16 user agent
+ * length, user agent, u16 client ip length, client ip. DONE payload: key[16].
+ *
+ * The order is the id the writer handed out for the event: it counts up in the order
+ * events were first appended (or adopted), and compaction copies a record unchanged,
+ * so sorting a writer's EVENT records by order gives back its append order wherever
+ * they now lie. Type 1 was the EVENT record before it carried an order; it now reads
+ * as an unknown type, that is as damage. */
 #define RECORD_MAGIC  0x50534e44u /* "DNSP" as bytes on disk */
 #define RECORD_HEADER 13
 #define KEY_LEN       16
-#define EVENT_FIXED   (KEY_LEN + 4 + 2 + 2)
+#define EVENT_FIXED   (KEY_LEN + 8 + 4 + 2 + 2)
+#define EVENT_ORDER   (RECORD_HEADER + KEY_LEN) /* where the order lies in a record */
 #define DONE_RECORD   (RECORD_HEADER + KEY_LEN)
 
-enum { RECORD_EVENT = 1, RECORD_DONE = 2 };
+enum { RECORD_DONE = 2, RECORD_EVENT = 3 };
 
 /* In memory: per segment its size and the count and bytes of its pending events; per
  * pending event its id, key and place. Ids count up from 1 per writer and are not
- * places, so an id keeps finding its event when compaction moves the record.
+ * places, so an id keeps finding its event when compaction moves the record. The id
+ * is also the order in the record, so the pending table, by id, is in append order.
  * max_bytes bounds dn_spool_bytes, the size of every segment file the writer keeps
  * (DONE records and done segments not yet removable included): a true bound on disk
  * use. */
@@ -116,6 +124,11 @@ static void put_u32(uint8_t *p, uint32_t v)
     for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
 }
 
+static void put_u64(uint8_t *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i));
+}
+
 static uint16_t get_u16(const uint8_t *p)
 {
     return (uint16_t)(p[0] | p[1] << 8);
@@ -124,6 +137,11 @@ static uint16_t get_u16(const uint8_t *p)
 static uint32_t get_u32(const uint8_t *p)
 {
     return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static uint64_t get_u64(const uint8_t *p)
+{
+    return (uint64_t)get_u32(p) | (uint64_t)get_u32(p + 4) << 32;
 }
 
 /* CRC-32C (Castagnoli, reflected polynomial 0x82f63b78), half a byte at a time: a
@@ -152,6 +170,7 @@ static uint32_t record_crc(const uint8_t *record, uint32_t payload_len)
 
 typedef struct event_view {
     const uint8_t *key;
+    uint64_t order;
     const char *body;
     uint32_t body_len;
     const char *user_agent;
@@ -167,6 +186,8 @@ static bool event_decode(const uint8_t *payload, uint32_t len, event_view *ev)
     const uint8_t *p = payload;
     ev->key = p;
     p += KEY_LEN;
+    ev->order = get_u64(p);
+    p += 8;
     ev->body_len = get_u32(p);
     p += 4;
     if (ev->body_len > room) return false;
@@ -241,6 +262,13 @@ static void append_u32(dn_buf *b, uint32_t v)
 {
     uint8_t bytes[4];
     put_u32(bytes, v);
+    dn_buf_append(b, bytes, sizeof bytes);
+}
+
+static void append_u64(dn_buf *b, uint64_t v)
+{
+    uint8_t bytes[8];
+    put_u64(bytes, v);
     dn_buf_append(b, bytes, sizeof bytes);
 }
 
@@ -594,6 +622,29 @@ static void mark_gone(dn_spool *s, pending_event *e)
     count_live(s, e->seq, e->size, false);
 }
 
+/* Reads the EVENT record of size bytes at offset into buf; false when it cannot be
+ * read or is no longer intact. */
+static bool read_event_at(dn_spool *s, int fd, uint64_t offset, uint64_t size, dn_buf *buf,
+                          record *r)
+{
+    dn_buf_clear(buf);
+    if (!dn_buf_reserve(buf, (size_t)size)) {
+        set_error(s, "cannot read an event back: out of memory");
+        return false;
+    }
+    if (!read_at(fd, (uint8_t *)buf->data, size, offset)) {
+        set_error(s, "cannot read an event back from %s: %s", s->dir, strerror(errno));
+        return false;
+    }
+    buf->len = (size_t)size;
+    if (!record_parse((const uint8_t *)buf->data, size, r) || r->type != RECORD_EVENT ||
+        r->size != size) {
+        set_error(s, "an event in %s no longer reads back intact", s->dir);
+        return false;
+    }
+    return true;
+}
+
 /* Reads our own record back into buf; false when it cannot be read or is no longer
  * intact. */
 static bool read_own_record(dn_spool *s, const pending_event *e, dn_buf *buf, record *r)
@@ -615,22 +666,7 @@ static bool read_own_record(dn_spool *s, const pending_event *e, dn_buf *buf, re
         s->read_fd = fd;
         s->read_seq = e->seq;
     }
-    dn_buf_clear(buf);
-    if (!dn_buf_reserve(buf, (size_t)e->size)) {
-        set_error(s, "cannot read an event back: out of memory");
-        return false;
-    }
-    if (!read_at(fd, (uint8_t *)buf->data, e->size, e->offset)) {
-        set_error(s, "cannot read an event back from %s: %s", s->dir, strerror(errno));
-        return false;
-    }
-    buf->len = (size_t)e->size;
-    if (!record_parse((const uint8_t *)buf->data, e->size, r) || r->type != RECORD_EVENT ||
-        r->size != e->size) {
-        set_error(s, "an event in %s no longer reads back intact", s->dir);
-        return false;
-    }
-    return true;
+    return read_event_at(s, fd, e->offset, e->size, buf, r);
 }
 
 /* Adoption of gone writers. */
@@ -648,16 +684,20 @@ typedef struct gone_list {
     size_t count, cap;
 } gone_list;
 
-/* Where an idempotency key was first seen among the adopted files, and whether some
- * DONE record finished it. A key seen twice (an adopter died between copying events
- * and deleting the originals) is replayed once, from its first place. */
+/* What became of an idempotency key over all the adopted files: whether some DONE
+ * record finished it, and where it stands in the merge of the writers' orders (see
+ * copy_pending). A key can lie in several places: twice in one writer when a crash
+ * came between a compaction's copy and the removal of the original, in two writers
+ * when an adopter died between copying events and removing the originals. It is
+ * copied once. */
 typedef struct key_slot {
     uint8_t key[KEY_LEN];
     bool used;
     bool done;
-    size_t writer;
-    uint64_t seq;
-    uint64_t offset;
+    bool copied;        /* into our log */
+    size_t holders;     /* writers it is pending in */
+    size_t at_head;     /* of those, the ones where it is the next to copy */
+    size_t last_writer; /* 1 + the last writer counted in holders */
 } key_slot;
 
 typedef struct key_map {
@@ -829,7 +869,7 @@ static bool key_map_grow(key_map *map)
     return true;
 }
 
-/* The slot of key, made (not done, no place yet) when missing. */
+/* The slot of key, made (not done) when missing. */
 static key_slot *key_map_note(key_map *map, const uint8_t key[KEY_LEN])
 {
     if (!key_map_grow(map)) return NULL;
@@ -838,10 +878,43 @@ static key_slot *key_map_note(key_map *map, const uint8_t key[KEY_LEN])
         memset(slot, 0, sizeof *slot);
         memcpy(slot->key, key, KEY_LEN);
         slot->used = true;
-        slot->seq = 0; /* no place: a DONE came before any EVENT of this key */
         map->count++;
     }
     return slot;
+}
+
+/* A pending EVENT record in a gone writer's segment. */
+typedef struct adopted_event {
+    key_slot *slot;
+    size_t writer; /* index in the gone list */
+    uint64_t order;
+    uint64_t seq;
+    uint64_t offset;
+    uint64_t size;
+} adopted_event;
+
+/* The pending records of all gone writers, by writer and then order, and per writer
+ * the range of them not yet copied. */
+typedef struct adoption {
+    adopted_event *events;
+    size_t count, cap;
+    size_t *next, *end;
+} adoption;
+
+static void adoption_free(adoption *a)
+{
+    free(a->events);
+    free(a->next);
+    free(a->end);
+}
+
+static int compare_adopted(const void *a, const void *b)
+{
+    const adopted_event *x = a, *y = b;
+    if (x->writer != y->writer) return (x->writer > y->writer) - (x->writer < y->writer);
+    if (x->order != y->order) return (x->order > y->order) - (x->order < y->order);
+    if (x->seq != y->seq) return (x->seq > y->seq) - (x->seq < y->seq);
+    return (x->offset > y->offset) - (x->offset < y->offset);
 }
 
 /* Reads one adopted segment into buf; a missing file (removed by a racing adopter
@@ -881,41 +954,153 @@ static bool collect_keys(dn_spool *s, gone_list *list, key_map *map, dn_buf *buf
                     set_error(s, "cannot adopt in %s: out of memory", s->dir);
                     return false;
                 }
-                if (r.type == RECORD_DONE) {
-                    slot->done = true;
-                } else if (slot->seq == 0) {
-                    slot->writer = w;
-                    slot->seq = gw->seqs[i];
-                    slot->offset = at;
-                }
+                if (r.type == RECORD_DONE) slot->done = true;
             }
         }
     }
     return true;
 }
 
-/* Second pass: each pending key is appended to our log from its first place, in the
- * order the gone writer appended it. */
-static void copy_pending(dn_spool *s, gone_list *list, key_map *map, dn_buf *buf)
+/* Second pass: every EVENT record of a key no DONE finished, then sorted by writer
+ * and order. A key twice in one writer keeps its first place: both copies carry the
+ * same order. */
+static bool list_pending(dn_spool *s, gone_list *list, key_map *map, dn_buf *buf, adoption *a)
 {
     for (size_t w = 0; w < list->count; w++) {
         gone_writer *gw = &list->writers[w];
         for (size_t i = 0; i < gw->seq_count; i++) {
-            if (!read_gone_segment(s, gw, gw->seqs[i], buf)) return;
+            if (!read_gone_segment(s, gw, gw->seqs[i], buf)) return false;
             if (buf->len == 0) continue;
             const uint8_t *data = (const uint8_t *)buf->data;
             record r;
             for (uint64_t at = 0; record_parse(data + at, buf->len - at, &r); at += r.size) {
                 if (r.type != RECORD_EVENT) continue;
                 key_slot *slot = key_map_slot(map, r.payload);
-                if (slot->done || slot->writer != w || slot->seq != gw->seqs[i] ||
-                    slot->offset != at)
-                    continue;
-                if (add_event(s, data + at, r.size, WRITE_MOVE, NULL) != DN_SPOOL_OK) return;
+                if (!slot->used || slot->done) continue;
+                if (a->count == a->cap) {
+                    size_t cap = a->cap ? a->cap * 2 : 256;
+                    adopted_event *grown = realloc(a->events, cap * sizeof *grown);
+                    if (!grown) {
+                        set_error(s, "cannot adopt in %s: out of memory", s->dir);
+                        return false;
+                    }
+                    a->events = grown;
+                    a->cap = cap;
+                }
+                event_view ev;
+                event_decode(r.payload, r.payload_len, &ev);
+                a->events[a->count++] = (adopted_event){
+                    .slot = slot,
+                    .writer = w,
+                    .order = ev.order,
+                    .seq = gw->seqs[i],
+                    .offset = at,
+                    .size = r.size,
+                };
             }
         }
-        gw->adopted = true;
     }
+    a->next = calloc(list->count, sizeof *a->next);
+    a->end = calloc(list->count, sizeof *a->end);
+    if (!a->next || !a->end) {
+        set_error(s, "cannot adopt in %s: out of memory", s->dir);
+        return false;
+    }
+    if (a->count > 1) qsort(a->events, a->count, sizeof *a->events, compare_adopted);
+    size_t kept = 0;
+    for (size_t i = 0; i < a->count; i++) {
+        adopted_event e = a->events[i];
+        if (e.slot->last_writer == e.writer + 1) continue;
+        e.slot->last_writer = e.writer + 1;
+        e.slot->holders++;
+        a->events[kept++] = e;
+    }
+    a->count = kept;
+    for (size_t i = 0, w = 0; w < list->count; w++) {
+        a->next[w] = i;
+        while (i < a->count && a->events[i].writer == w) i++;
+        a->end[w] = i;
+    }
+    return true;
+}
+
+/* Moves writer w past the events already copied and counts its new next one. */
+static void adoption_settle(adoption *a, size_t w)
+{
+    while (a->next[w] < a->end[w] && a->events[a->next[w]].slot->copied) a->next[w]++;
+    if (a->next[w] < a->end[w]) a->events[a->next[w]].slot->at_head++;
+}
+
+/* One gone segment kept open while copying: a writer's events mostly come in file
+ * order. */
+typedef struct gone_reader {
+    int fd;
+    size_t writer;
+    uint64_t seq;
+} gone_reader;
+
+/* Reads an adopted record again, gives it the next order of ours and appends it. */
+static bool copy_adopted(dn_spool *s, gone_list *list, const adopted_event *e, gone_reader *rd,
+                         dn_buf *buf)
+{
+    if (rd->fd < 0 || rd->writer != e->writer || rd->seq != e->seq) {
+        char name[FILE_NAME_MAX];
+        if (rd->fd >= 0) close(rd->fd);
+        rd->fd = -1;
+        if (!segment_name(name, list->writers[e->writer].name, e->seq)) return false;
+        rd->fd = open_at(s->dir_fd, name, O_RDONLY, 0);
+        if (rd->fd < 0) {
+            set_error(s, "cannot open %s/%s: %s", s->dir, name, strerror(errno));
+            return false;
+        }
+        rd->writer = e->writer;
+        rd->seq = e->seq;
+    }
+    record r;
+    if (!read_event_at(s, rd->fd, e->offset, e->size, buf, &r)) return false;
+    uint8_t *data = (uint8_t *)buf->data;
+    put_u64(data + EVENT_ORDER, s->next_id);
+    put_u32(data + 8, record_crc(data, r.payload_len));
+    return add_event(s, data, e->size, WRITE_MOVE, NULL) == DN_SPOOL_OK;
+}
+
+/* Third pass: the pending events go into our log in an order that keeps each gone
+ * writer's: writers one after another by name, except that an event pending in
+ * several writers (copies made by an adopter that died) waits until it is the next
+ * in each of them, so that the ones before it in any writer come first. Orders that
+ * contradict each other cannot come from our own writes; should intact-looking files
+ * hold them, the first writer's next event goes first. A writer all of whose events
+ * are in our log is adopted. */
+static void copy_pending(dn_spool *s, gone_list *list, adoption *a, dn_buf *buf)
+{
+    gone_reader rd = {.fd = -1};
+    size_t from = 0; /* writers before it are all copied */
+    for (size_t w = 0; w < list->count; w++) adoption_settle(a, w);
+    for (;;) {
+        while (from < list->count && a->next[from] == a->end[from]) from++;
+        size_t pick = list->count, first = list->count;
+        for (size_t w = from; w < list->count; w++) {
+            if (a->next[w] == a->end[w]) continue;
+            if (first == list->count) first = w;
+            const key_slot *slot = a->events[a->next[w]].slot;
+            if (slot->at_head == slot->holders) {
+                pick = w;
+                break;
+            }
+        }
+        if (first == list->count) break;
+        if (pick == list->count) pick = first;
+        const adopted_event *e = &a->events[a->next[pick]];
+        if (!copy_adopted(s, list, e, &rd, buf)) break;
+        e->slot->copied = true;
+        for (size_t w = 0; w < list->count; w++) {
+            if (a->next[w] == a->end[w] || a->events[a->next[w]].slot != e->slot) continue;
+            a->next[w]++;
+            adoption_settle(a, w);
+        }
+    }
+    if (rd.fd >= 0) close(rd.fd);
+    for (size_t w = 0; w < list->count; w++) list->writers[w].adopted = a->next[w] == a->end[w];
 }
 
 /* Oldest segment first: a crash part way leaves a suffix whose DONE records still
@@ -933,8 +1118,11 @@ static void remove_gone_writer(dn_spool *s, gone_writer *w)
  * could not be copied stays on disk for the next opener. */
 static void adopt_claimed(dn_spool *s, gone_list *list, key_map *map, dn_buf *buf)
 {
-    if (!collect_keys(s, list, map, buf)) return;
-    copy_pending(s, list, map, buf);
+    adoption a = {0};
+    bool listed = collect_keys(s, list, map, buf) && list_pending(s, list, map, buf, &a);
+    if (listed) copy_pending(s, list, &a, buf);
+    adoption_free(&a);
+    if (!listed) return;
     if (s->current_fd >= 0 && s->dirty) {
         if (!sync_data(s->current_fd)) {
             set_error(s, "cannot sync %s: %s", s->dir, strerror(errno));
@@ -1152,6 +1340,7 @@ dn_spool_status dn_spool_append(dn_spool *s, const uint8_t idempotency_key[16], 
     dn_buf *b = &s->scratch;
     record_begin(b, RECORD_EVENT, payload_len);
     dn_buf_append(b, idempotency_key, KEY_LEN);
+    append_u64(b, s->next_id); /* the id add_event hands out for it */
     append_u32(b, (uint32_t)body_len);
     dn_buf_append(b, body, body_len);
     append_u16(b, (uint16_t)user_agent_len);

@@ -11,10 +11,17 @@
  *
  * Each record: magic, length, CRC-32C, type, payload; a torn or corrupt tail (a crash
  * mid-write) is detected and skipped, never replayed. EVENT records carry the
- * idempotency key, the body and the visitor's headers; DONE records carry the key of
- * an event that needs no more sending. Space is reclaimed by removing the oldest
- * segments once every event in them is done, and by compacting an old segment whose
- * few pending events are moved to the current one. */
+ * idempotency key, the event's order (its place among the writer's appends), the body
+ * and the visitor's headers; DONE records carry the key of an event that needs no more
+ * sending. Space is reclaimed by removing the oldest segments once every event in them
+ * is done, and by compacting an old segment whose few pending events are moved to the
+ * current one: a moved record keeps its order, so its place in the file does not
+ * matter.
+ *
+ * Order: replay gives pending events in the order they were first appended, through
+ * compaction, crashes and adoption. The events of several gone writers come writer by
+ * writer, in the order of the writers' names; each writer's own order is kept, also
+ * for events that an adopter which died in turn had already copied. */
 #ifndef DN_SPOOL_H
 #define DN_SPOOL_H
 
@@ -60,8 +67,8 @@ typedef enum dn_spool_status {
  * NULL on failure, with the reason in err. */
 dn_spool *dn_spool_open(const dn_spool_options *options, char *err, size_t err_size);
 
-/* Calls on_event for every pending event: adopted ones first, then in append order.
- * Runs once, right after open, before any append. */
+/* Calls on_event for every pending event, in the order they were first appended (see
+ * Order above). Runs once, right after open, before any append. */
 typedef void (*dn_spool_event_fn)(void *ud, const dn_spool_event *event);
 bool dn_spool_replay(dn_spool *spool, dn_spool_event_fn on_event, void *ud);
 

@@ -61,11 +61,11 @@ static void *volatile child_keeps[2];
 /* The on-disk format, written out independently of src/spool.c. */
 #define MAGIC      0x50534e44u
 #define HEADER     13
-#define TYPE_EVENT 1
+#define TYPE_EVENT 3
 #define TYPE_DONE  2
 #define DONE_SIZE  (HEADER + 16)
 #define PLAIN_BODY 100
-#define PLAIN_SIZE (HEADER + 16 + 4 + PLAIN_BODY + 2 + 2)
+#define PLAIN_SIZE (HEADER + 16 + 8 + 4 + PLAIN_BODY + 2 + 2)
 #define MAX_RECORD 1024
 
 typedef struct test_event {
@@ -83,6 +83,11 @@ typedef struct test_event {
 static void put_u32(uint8_t *p, uint32_t v)
 {
     for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static void put_u64(uint8_t *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i));
 }
 
 static uint32_t get_u32(const uint8_t *p)
@@ -159,12 +164,15 @@ static size_t encode_raw(uint8_t *out, uint8_t type, const uint8_t *payload, uin
     return HEADER + len;
 }
 
-static size_t encode_event(uint8_t *out, const test_event *e)
+/* An EVENT record; order is the writer's count of the event (its id). */
+static size_t encode_event(uint8_t *out, const test_event *e, uint64_t order)
 {
-    uint32_t payload = (uint32_t)(16 + 4 + e->body_len + 2 + e->ua_len + 2 + e->ip_len);
+    uint32_t payload = (uint32_t)(16 + 8 + 4 + e->body_len + 2 + e->ua_len + 2 + e->ip_len);
     uint8_t *p = out + HEADER;
     memcpy(p, e->key, 16);
     p += 16;
+    put_u64(p, order);
+    p += 8;
     put_u32(p, (uint32_t)e->body_len);
     p += 4;
     memcpy(p, e->body, e->body_len);
@@ -198,7 +206,7 @@ static size_t encode_done(uint8_t *out, const uint8_t key[16])
 static size_t record_size(const test_event *e)
 {
     uint8_t scratch[MAX_RECORD];
-    return encode_event(scratch, e);
+    return encode_event(scratch, e, 0);
 }
 
 /* Files and folders. */
@@ -247,8 +255,9 @@ static size_t count_files(const char *dir, const char *suffix)
     return count;
 }
 
-/* The first file name ending in suffix, into out. */
-static bool find_file(const char *dir, const char *suffix, char *out, size_t out_size)
+/* The first file name ending in suffix and other than except (when given), into out. */
+static bool find_other_file(const char *dir, const char *suffix, const char *except, char *out,
+                            size_t out_size)
 {
     DIR *d = opendir(dir);
     if (!d) return false;
@@ -256,11 +265,17 @@ static bool find_file(const char *dir, const char *suffix, char *out, size_t out
     struct dirent *entry;
     while (!found && (entry = readdir(d)) != NULL) {
         if (entry->d_name[0] == '.' || !ends_with(entry->d_name, suffix)) continue;
+        if (except && strcmp(entry->d_name, except) == 0) continue;
         snprintf(out, out_size, "%s", entry->d_name);
         found = true;
     }
     closedir(d);
     return found;
+}
+
+static bool find_file(const char *dir, const char *suffix, char *out, size_t out_size)
+{
+    return find_other_file(dir, suffix, NULL, out, out_size);
 }
 
 static bool file_exists(const char *dir, const char *name)
@@ -426,33 +441,6 @@ static bool replayed_exactly(const replayed *r, uint32_t salt, const uint32_t *n
     return true;
 }
 
-/* The same, in any order: after compaction moved an old event behind newer ones, a
- * restart replays it in its new place. */
-static bool replayed_exactly_unordered(const replayed *r, uint32_t salt, const uint32_t *ns,
-                                       size_t count)
-{
-    if (r->count != count) {
-        fprintf(stderr, "  replayed %zu events, expected %zu\n", r->count, count);
-        return false;
-    }
-    bool *matched = calloc(count ? count : 1, sizeof *matched);
-    bool ok = matched != NULL;
-    for (size_t i = 0; ok && i < count; i++) {
-        test_event want;
-        make_event(salt, ns[i], &want);
-        size_t j = 0;
-        while (j < r->count && (matched[j] || !same_event(&r->events[j], &want))) j++;
-        if (j == r->count) {
-            fprintf(stderr, "  event %u not replayed\n", ns[i]);
-            ok = false;
-        } else {
-            matched[j] = true;
-        }
-    }
-    free(matched);
-    return ok;
-}
-
 static bool replayed_first(const replayed *r, uint32_t salt, uint32_t count)
 {
     uint32_t *ns = malloc((count ? count : 1) * sizeof *ns);
@@ -496,7 +484,7 @@ static void test_on_disk_format(void)
 
     static uint8_t want[8 * MAX_RECORD];
     size_t want_len = 0;
-    for (int n = 0; n < 6; n++) want_len += encode_event(want + want_len, &events[n]);
+    for (int n = 0; n < 6; n++) want_len += encode_event(want + want_len, &events[n], ids[n]);
     want_len += encode_done(want + want_len, events[2].key);
 
     char name[256];
@@ -604,8 +592,9 @@ static void test_done_not_replayed(void)
     free(dir);
 }
 
-/* Long use: many events done out of order, the bookkeeping squeezed, more appended;
- * every id still finds its event and replay still lists exactly the pending ones. */
+/* Long use: many events done out of order, the bookkeeping squeezed, segments
+ * compacted, more appended; every id still finds its event, and replay, here and
+ * after a restart, lists exactly the pending ones in the order they were appended. */
 static void test_ids_over_long_use(void)
 {
     char *dir = make_temp_dir();
@@ -639,13 +628,15 @@ static void test_ids_over_long_use(void)
     CHECK(same_ids);
     for (size_t i = 0; i < count; i += 2) CHECK(dn_spool_mark_done(s, ids[want[i]]) == DN_SPOOL_OK);
     CHECK(dn_spool_mark_done(s, ids[1]) == DN_SPOOL_ERROR);
+    for (int t = 0; t < 20; t++) dn_spool_tick(s, 0);
+    CHECK(dn_spool_bytes(s) == log_bytes(dir));
     dn_spool_close(s);
 
     s = open_default(dir);
     REQUIRE(s);
     size_t odd = 0;
     for (size_t i = 1; i < count; i += 2) want[odd++] = want[i];
-    CHECK(replay(s, &r) && replayed_exactly_unordered(&r, 22, want, odd));
+    CHECK(replay(s, &r) && replayed_exactly(&r, 22, want, odd, make_event));
     dn_spool_close(s);
     replayed_free(&r);
     remove_tree(dir);
@@ -693,6 +684,32 @@ static void test_order_over_segments(void)
     uint32_t odd[250];
     for (uint32_t i = 0; i < 250; i++) odd[i] = 2 * i + 1;
     CHECK(replayed_exactly(&r, 4, odd, 250, make_event));
+
+    /* Most done and more appended: compaction moves the few left in old segments
+     * behind the new ones, and the next writer still replays them first. */
+    static uint32_t want[150];
+    size_t count = 0;
+    for (size_t i = 0; i < r.count; i++) {
+        if (i % 5 == 0)
+            want[count++] = 2 * (uint32_t)i + 1;
+        else
+            CHECK(dn_spool_mark_done(s, r.ids[i]) == DN_SPOOL_OK);
+    }
+    for (uint32_t n = 500; n < 600; n++) {
+        test_event e;
+        make_event(4, n, &e);
+        CHECK(append_event(s, &e, NULL) == DN_SPOOL_OK);
+        want[count++] = n;
+        if (n % 5 == 0) dn_spool_tick(s, 0);
+    }
+    CHECK(count == 150);
+    CHECK(dn_spool_bytes(s) == log_bytes(dir));
+    dn_spool_close(s);
+
+    s = open_spool(dir, DN_SPOOL_SYNC_NEVER, 1 << 26, 1024);
+    REQUIRE(s);
+    CHECK(replay(s, &r));
+    CHECK(replayed_exactly(&r, 4, want, count, make_event));
     dn_spool_close(s);
     replayed_free(&r);
     remove_tree(dir);
@@ -795,7 +812,7 @@ static void test_garbage_after_records(void)
     /* A whole record whose CRC is off by one bit. */
     test_event extra;
     make_event(6, 3, &extra);
-    size_t extra_len = encode_event(grown + len, &extra);
+    size_t extra_len = encode_event(grown + len, &extra, 4);
     grown[len + 8] ^= 1;
     CHECK(adopt_segment(writer, grown, len + extra_len, true, &r, &removed) &&
           replayed_first(&r, 6, 3));
@@ -845,9 +862,9 @@ static void test_inner_lengths(void)
     middle.ua_len = (size_t)snprintf(middle.ua, sizeof middle.ua, "agent");
     middle.ip_len = (size_t)snprintf(middle.ip, sizeof middle.ip, "10.1.2.3");
     static uint8_t good[MAX_RECORD], bad[MAX_RECORD], seg[4 * MAX_RECORD];
-    size_t good_len = encode_event(good, &middle) - HEADER;
+    size_t good_len = encode_event(good, &middle, 2) - HEADER;
     uint8_t *payload = good + HEADER;
-    size_t body_at = 16, ua_at = 20 + middle.body_len, ip_at = ua_at + 2 + middle.ua_len;
+    size_t body_at = 24, ua_at = 28 + middle.body_len, ip_at = ua_at + 2 + middle.ua_len;
     struct {
         const char *what;
         size_t at; /* where the length to change lies in the payload */
@@ -862,7 +879,8 @@ static void test_inner_lengths(void)
         {"ip longer than the rest", ip_at, 1, 0, TYPE_EVENT},
         {"payload cut short", 0, 0, 3, TYPE_EVENT},
         {"payload shorter than the fixed part", 0, 0, (int)good_len - 10, TYPE_EVENT},
-        {"unknown type", 0, 0, 0, 3},
+        {"unknown type", 0, 0, 0, 4},
+        {"EVENT of the format before orders", 0, 0, 0, 1},
         {"DONE of the wrong length", 0, 0, (int)good_len - 17, TYPE_DONE},
     };
     replayed r = {0};
@@ -874,17 +892,29 @@ static void test_inner_lengths(void)
             bad[cases[c].at] = (uint8_t)v;
             bad[cases[c].at + 1] = (uint8_t)(v >> 8);
         }
-        size_t len = encode_event(seg, &first);
+        size_t len = encode_event(seg, &first, 1);
         len +=
             encode_raw(seg + len, cases[c].type, bad, (uint32_t)(good_len - (size_t)cases[c].trim));
-        len += encode_event(seg + len, &last);
+        len += encode_event(seg + len, &last, 3);
         bool removed;
         CHECK(adopt_segment("77-0123456789abcdef", seg, len, true, &r, &removed));
         if (!replayed_first(&r, 19, 1)) fprintf(stderr, "  case: %s\n", cases[c].what);
         CHECK(replayed_first(&r, 19, 1));
     }
+    /* A whole EVENT record of the format before orders (type 1, no order) is damage
+     * too: nothing from it on is replayed. */
+    uint8_t old[64] = {0};
+    memcpy(old, middle.key, 16);
+    put_u32(old + 16, 2);
+    memcpy(old + 20, "{}", 2);
+    size_t old_len = encode_event(seg, &first, 1);
+    old_len += encode_raw(seg + old_len, 1, old, 16 + 4 + 2 + 2 + 2);
+    old_len += encode_event(seg + old_len, &last, 3);
+    bool old_removed;
+    CHECK(adopt_segment("77-0123456789abcdef", seg, old_len, true, &r, &old_removed));
+    CHECK(replayed_first(&r, 19, 1));
     /* The unchanged middle record is accepted: the cases above fail for their change. */
-    size_t len = encode_event(seg, &first);
+    size_t len = encode_event(seg, &first, 1);
     len += encode_raw(seg + len, TYPE_EVENT, payload, (uint32_t)good_len);
     bool removed;
     CHECK(adopt_segment("77-0123456789abcdef", seg, len, true, &r, &removed));
@@ -906,22 +936,22 @@ static void test_adoption_rules(void)
     char name[256];
 
     size_t len = 0; /* a.1.log: E0 E1 E2 E0 (a copy from a crash mid-adoption) E5 */
-    len += encode_event(seg + len, &e[0]);
-    len += encode_event(seg + len, &e[1]);
-    len += encode_event(seg + len, &e[2]);
-    len += encode_event(seg + len, &e[0]);
-    len += encode_event(seg + len, &e[5]);
+    len += encode_event(seg + len, &e[0], 1);
+    len += encode_event(seg + len, &e[1], 2);
+    len += encode_event(seg + len, &e[2], 3);
+    len += encode_event(seg + len, &e[0], 1);
+    len += encode_event(seg + len, &e[5], 6);
     snprintf(name, sizeof name, "%s.1.log", a);
     CHECK(write_file(dir, name, seg, len));
     len = 0; /* a.2.log: DONE E1, E3, DONE of a key never seen, E4 with a bad CRC, E2 again */
     len += encode_done(seg + len, e[1].key);
-    len += encode_event(seg + len, &e[3]);
+    len += encode_event(seg + len, &e[3], 4);
     uint8_t unknown[16] = {1, 2, 3};
     len += encode_done(seg + len, unknown);
     size_t bad = len;
-    len += encode_event(seg + len, &e[4]);
+    len += encode_event(seg + len, &e[4], 5);
     seg[bad + 20] ^= 1;
-    len += encode_event(seg + len, &e[2]);
+    len += encode_event(seg + len, &e[2], 3);
     snprintf(name, sizeof name, "%s.2.log", a);
     CHECK(write_file(dir, name, seg, len));
     /* No a.lock: an orphan. b has a free lock and one segment finishing E3. */
@@ -1194,13 +1224,13 @@ static void test_adoption_failure(void)
     char name[256];
     test_event e;
     make_adoption_event(0, &e);
-    size_t len = encode_event(seg, &e);
+    size_t len = encode_event(seg, &e, 1);
     snprintf(name, sizeof name, "%s.1.log", first);
     CHECK(write_file(dir, name, seg, len));
     len = 0;
     for (uint32_t n = 1; n <= 10; n++) {
         make_adoption_event(n, &e);
-        len += encode_event(seg + len, &e);
+        len += encode_event(seg + len, &e, n);
     }
     snprintf(name, sizeof name, "%s.1.log", second);
     CHECK(write_file(dir, name, seg, len));
@@ -1476,20 +1506,49 @@ static void test_compaction(void)
     CHECK(dn_spool_bytes(s) == log_bytes(dir));
     dn_spool_close(s);
 
-    /* What a crash now would leave: the moved event is still there, once. */
+    /* The next writer replays the moved event once, in its place: first. */
     s = open_default(dir);
     REQUIRE(s);
     replayed r = {0};
-    CHECK(replay(s, &r) && r.count == 3);
-    bool seen[3] = {false};
     uint32_t kept[] = {1, 20, 30};
-    for (size_t i = 0; i < r.count; i++)
-        for (int k = 0; k < 3; k++) {
-            test_event want;
-            make_plain_event(17, kept[k], &want);
-            if (same_event(&r.events[i], &want)) seen[k] = true;
-        }
-    CHECK(seen[0] && seen[1] && seen[2]);
+    CHECK(replay(s, &r) && replayed_exactly(&r, 17, kept, 3, make_plain_event));
+    dn_spool_close(s);
+    remove_tree(dir);
+    free(dir);
+
+    /* A writer that compacted twice, appended more and died: its adopter replays in
+     * append order, and so does the writer after that, which adopts the adopter. */
+    dir = make_temp_dir();
+    REQUIRE(dir);
+    s = compaction_case(dir, ids, first, sizeof first);
+    REQUIRE(s);
+    dn_spool_tick(s, 0);
+    dn_spool_tick(s, 0);
+    CHECK(!file_exists(dir, first));
+    for (uint32_t n = 32; n < 36; n++) {
+        test_event e;
+        make_plain_event(17, n, &e);
+        CHECK(append_event(s, &e, NULL) == DN_SPOOL_OK);
+    }
+    dn_spool_abandon(s); /* as a crash: files and all, the lock freed */
+    s = open_spool(dir, DN_SPOOL_SYNC_NEVER, 1 << 20, 5 * PLAIN_SIZE);
+    REQUIRE(s);
+    uint32_t after_death[] = {1, 20, 30, 32, 33, 34, 35};
+    CHECK(replay(s, &r) && replayed_exactly(&r, 17, after_death, 7, make_plain_event));
+    CHECK(only_one_writer(dir));
+    /* The adopter compacts too: the adopted events lie five to a segment here, and
+     * event 1 is moved behind 34 and 35. */
+    CHECK(count_files(dir, ".log") == 2);
+    for (size_t i = 1; i < 5 && r.count == 7; i++)
+        CHECK(dn_spool_mark_done(s, r.ids[i]) == DN_SPOOL_OK);
+    dn_spool_tick(s, 0);
+    CHECK(count_files(dir, ".log") == 1);
+    CHECK(dn_spool_bytes(s) == log_bytes(dir));
+    dn_spool_abandon(s);
+    s = open_default(dir);
+    REQUIRE(s);
+    uint32_t after_two[] = {1, 34, 35};
+    CHECK(replay(s, &r) && replayed_exactly(&r, 17, after_two, 3, make_plain_event));
     dn_spool_close(s);
     remove_tree(dir);
     free(dir);
@@ -1504,7 +1563,8 @@ static void test_compaction(void)
     CHECK(!file_exists(dir, first));
     first[strlen(first) - strlen("1.log")] = '3';
     CHECK(!file_exists(dir, first));
-    CHECK(count_files(dir, ".log") == 3);
+    /* Segment 4 and segment 5, with the DONE records and both moved events. */
+    CHECK(count_files(dir, ".log") == 2);
     CHECK(dn_spool_mark_done(s, ids[1]) == DN_SPOOL_OK);
     CHECK(dn_spool_mark_done(s, ids[20]) == DN_SPOOL_OK);
     CHECK(dn_spool_mark_done(s, ids[1]) == DN_SPOOL_ERROR);
@@ -1515,6 +1575,110 @@ static void test_compaction(void)
     REQUIRE(s);
     uint32_t want[] = {30};
     CHECK(replay(s, &r) && replayed_exactly(&r, 17, want, 1, make_plain_event));
+    dn_spool_close(s);
+    replayed_free(&r);
+    remove_tree(dir);
+    free(dir);
+}
+
+/* Two writers that compacted and died: the next writer replays each one's events in
+ * the order that writer appended them, one writer after the other by name. */
+static void test_compacted_writers_adopted(void)
+{
+    char *dir = make_temp_dir();
+    REQUIRE(dir);
+    dn_spool *s[2];
+    char locks[2][256];
+    for (uint32_t w = 0; w < 2; w++) {
+        s[w] = open_spool(dir, DN_SPOOL_SYNC_NEVER, 1 << 20, 8 * PLAIN_SIZE);
+        REQUIRE(s[w]);
+        REQUIRE(find_other_file(dir, ".lock", w ? locks[0] : NULL, locks[w], sizeof locks[w]));
+        uint64_t ids[32];
+        for (uint32_t n = 0; n < 32; n++) {
+            test_event e;
+            make_plain_event(50 + w, n, &e);
+            CHECK(append_event(s[w], &e, &ids[n]) == DN_SPOOL_OK);
+        }
+        for (uint32_t n = 0; n < 32; n++)
+            if (n != 1 && n != 20 && n != 30)
+                CHECK(dn_spool_mark_done(s[w], ids[n]) == DN_SPOOL_OK);
+        dn_spool_tick(s[w], 0);
+        dn_spool_tick(s[w], 0); /* events 1 and 20 now lie behind 30 */
+        for (uint32_t n = 32; n < 34; n++) {
+            test_event e;
+            make_plain_event(50 + w, n, &e);
+            CHECK(append_event(s[w], &e, NULL) == DN_SPOOL_OK);
+        }
+    }
+    dn_spool_abandon(s[0]);
+    dn_spool_abandon(s[1]);
+
+    dn_spool *adopter = open_default(dir);
+    REQUIRE(adopter);
+    replayed r = {0};
+    CHECK(replay(adopter, &r) && r.count == 10);
+    uint32_t each[] = {1, 20, 30, 32, 33};
+    uint32_t first_salt = strcmp(locks[0], locks[1]) < 0 ? 50 : 51;
+    if (r.count == 10) {
+        replayed part = {.events = r.events, .count = 5};
+        CHECK(replayed_exactly(&part, first_salt, each, 5, make_plain_event));
+        part.events = r.events + 5;
+        CHECK(replayed_exactly(&part, 101 - first_salt, each, 5, make_plain_event));
+    }
+    CHECK(only_one_writer(dir));
+    dn_spool_close(adopter);
+    replayed_free(&r);
+    remove_tree(dir);
+    free(dir);
+}
+
+/* Hand-made files of a crash in the middle of an adoption: b had copied a's five
+ * events (a's orders 10 to 14, b's 1 to 5), appended one of its own and died after
+ * removing only a's first segment. a comes first by name, yet its events 3 and 4,
+ * also in b, wait for b's 0 to 2. c died between a compaction's copy of event 10 and
+ * the removal of its first segment, long gone with event 11 done. */
+static void test_adopter_died_mid_removal(void)
+{
+    char *dir = make_temp_dir();
+    REQUIRE(dir);
+    static uint8_t seg[8 * MAX_RECORD];
+    test_event e[13];
+    for (uint32_t n = 0; n < 13; n++) make_event(60, n, &e[n]);
+    const char *a = "1111-aaaaaaaaaaaaaaaa", *b = "2222-bbbbbbbbbbbbbbbb";
+    const char *c = "3333-cccccccccccccccc";
+    char name[256];
+
+    size_t len = encode_event(seg, &e[3], 13);
+    len += encode_event(seg + len, &e[4], 14);
+    snprintf(name, sizeof name, "%s.2.log", a);
+    CHECK(write_file(dir, name, seg, len));
+    len = 0;
+    for (uint32_t n = 0; n < 6; n++) len += encode_event(seg + len, &e[n], n + 1);
+    snprintf(name, sizeof name, "%s.1.log", b);
+    CHECK(write_file(dir, name, seg, len));
+    len = encode_event(seg, &e[12], 3);
+    len += encode_done(seg + len, e[11].key);
+    len += encode_event(seg + len, &e[10], 1);
+    snprintf(name, sizeof name, "%s.2.log", c);
+    CHECK(write_file(dir, name, seg, len));
+    const char *locks[] = {a, b, c};
+    for (size_t i = 0; i < 3; i++) {
+        snprintf(name, sizeof name, "%s.lock", locks[i]);
+        CHECK(write_file(dir, name, NULL, 0));
+    }
+
+    dn_spool *s = open_default(dir);
+    REQUIRE(s);
+    replayed r = {0};
+    uint32_t want[] = {0, 1, 2, 3, 4, 5, 10, 12};
+    CHECK(replay(s, &r) && replayed_exactly(&r, 60, want, 8, make_event));
+    CHECK(only_one_writer(dir));
+    dn_spool_close(s);
+
+    /* And the order holds through the next adoption. */
+    s = open_default(dir);
+    REQUIRE(s);
+    CHECK(replay(s, &r) && replayed_exactly(&r, 60, want, 8, make_event));
     dn_spool_close(s);
     replayed_free(&r);
     remove_tree(dir);
@@ -1766,6 +1930,8 @@ int main(void)
     test_fork_abandon();
     test_segment_removal();
     test_compaction();
+    test_compacted_writers_adopted();
+    test_adopter_died_mid_removal();
     test_append_during_replay();
     test_sync_modes();
     test_kill_9();
