@@ -451,6 +451,23 @@ static void settle(dn_client *c)
     if (!dn_client_busy(c)) c->hub->idle_clients = true;
 }
 
+/* The code and message on_error gets for an attempt that failed for good. Only then:
+ * formatting them for every delivered event cost more than the rest of its
+ * bookkeeping. */
+static void describe_failure(const dn_attempt_result *r, char *code, size_t code_size,
+                             char *message, size_t message_size)
+{
+    if (r->curl_code != CURLE_OK) {
+        snprintf(code, code_size, "%s", dn_curl_error_code(r->curl_code));
+        snprintf(message, message_size, "%s", r->error_text);
+        return;
+    }
+    /* dn_answer_code writes at most DN_CODE_MAX bytes and a NUL. */
+    if (code_size < DN_CODE_MAX + 1 || !dn_answer_code(r->answer, r->answer_len, code))
+        snprintf(code, code_size, "HTTP_%ld", r->status);
+    snprintf(message, message_size, "the server answered HTTP %ld", r->status);
+}
+
 static void attempt_done(void *ud, dn_slot *slot, dn_event *e, const dn_attempt_result *r)
 {
     dn_hub *hub = ud;
@@ -459,19 +476,8 @@ static void attempt_done(void *ud, dn_slot *slot, dn_event *e, const dn_attempt_
     c->in_flight--;
     c->in_flight_bytes -= dn_event_size(e);
 
-    dn_verdict verdict;
-    char code[DN_CODE_MAX + 1];
-    char message[CURL_ERROR_SIZE + 64];
-    if (r->curl_code != CURLE_OK) {
-        verdict = dn_verdict_for_curl(r->curl_code);
-        snprintf(code, sizeof code, "%s", dn_curl_error_code(r->curl_code));
-        snprintf(message, sizeof message, "%s", r->error_text);
-    } else {
-        verdict = dn_verdict_for_status(r->status);
-        if (!dn_answer_code(r->answer, r->answer_len, code))
-            snprintf(code, sizeof code, "HTTP_%ld", r->status);
-        snprintf(message, sizeof message, "the server answered HTTP %ld", r->status);
-    }
+    dn_verdict verdict = r->curl_code != CURLE_OK ? dn_verdict_for_curl(r->curl_code)
+                                                  : dn_verdict_for_status(r->status);
 
     /* The server asked the whole client to hold off, not just this event: the pause
      * holds even when this event has no attempt left. */
@@ -508,6 +514,9 @@ static void attempt_done(void *ud, dn_slot *slot, dn_event *e, const dn_attempt_
     } else {
         c->stats.failed++;
         hub->pending--;
+        char code[DN_CODE_MAX + 1];
+        char message[CURL_ERROR_SIZE + 64];
+        describe_failure(r, code, sizeof code, message, sizeof message);
         queue_report(c, code, r->curl_code == CURLE_OK ? r->status : 0, message, e);
     }
     start_due(c, now);
