@@ -43,13 +43,26 @@ static void keep_inherited(void *handle)
     pthread_mutex_unlock(&inherited_lock);
 }
 
-static bool watch_socket(dn_transport *t, curl_socket_t fd, int what)
+/* curl's per-socket pointer (curl_multi_assign) marks the sockets already in the
+ * epoll set, so each change is one epoll_ctl: trying MOD first and falling back to
+ * ADD cost a failed system call for most events, whose connection comes back from
+ * curl's pool unwatched. */
+static char watched_marker;
+
+static bool watch_socket(dn_transport *t, curl_socket_t fd, int what, bool watched)
 {
     struct epoll_event ev = {.data.fd = fd};
     if (what == CURL_POLL_IN || what == CURL_POLL_INOUT) ev.events |= EPOLLIN;
     if (what == CURL_POLL_OUT || what == CURL_POLL_INOUT) ev.events |= EPOLLOUT;
-    if (epoll_ctl(t->epoll_fd, EPOLL_CTL_MOD, fd, &ev) == 0) return true;
-    return epoll_ctl(t->epoll_fd, EPOLL_CTL_ADD, fd, &ev) == 0;
+    int first = watched ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
+    if (epoll_ctl(t->epoll_fd, first, fd, &ev) != 0) {
+        /* The marker and the set disagree (a descriptor number reused behind curl's
+         * back): the other operation then fits. */
+        int second = watched ? EPOLL_CTL_ADD : EPOLL_CTL_MOD;
+        if (epoll_ctl(t->epoll_fd, second, fd, &ev) != 0) return false;
+    }
+    if (!watched) curl_multi_assign(t->multi, fd, &watched_marker);
+    return true;
 }
 
 static void forget_socket(dn_transport *t, curl_socket_t fd)
@@ -92,11 +105,11 @@ static int close_socket(void *userp, curl_socket_t fd)
 static int on_socket(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
 {
     (void)easy;
-    (void)socketp;
     dn_transport *t = userp;
+    /* After REMOVE curl forgets the socket's pointer by itself. */
     if (what == CURL_POLL_REMOVE)
         forget_socket(t, fd);
-    else if (!watch_socket(t, fd, what))
+    else if (!watch_socket(t, fd, what, socketp == &watched_marker))
         return -1;
     return 0;
 }
