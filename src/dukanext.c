@@ -510,30 +510,6 @@ static void remember_session(lclient *lc, const dn_session *session, const char 
 }
 
 /* page: the first page to remember when the session has none yet (may be NULL). */
-/* The record this client wrote last with a new expiry spliced in, into out; 0 when
- * it does not have the shape dn_session_record_format gives. Ids need no escaping,
- * so the expiry starts right after {"id":"<id>","expires": */
-static size_t splice_expiry(const lclient *lc, int64_t expires_ms, char *out, size_t out_size)
-{
-    static const char id_head[] = "{\"id\":\"", expires_head[] = "\",\"expires\":";
-    const char *text = lc->session_text;
-    size_t len = lc->session_text_len;
-    size_t start = sizeof id_head - 1 + lc->session_known.id_len + sizeof expires_head - 1;
-    if (start >= len || memcmp(text + start - (sizeof expires_head - 1), expires_head,
-                               sizeof expires_head - 1) != 0)
-        return 0;
-    size_t end = start;
-    while (end < len && text[end] >= '0' && text[end] <= '9') end++;
-    char digits[DN_INT_TEXT_MAX];
-    size_t digits_len = dn_format_int(digits, expires_ms);
-    size_t spliced = start + digits_len + (len - end);
-    if (spliced > out_size) return 0;
-    memcpy(out, text, start);
-    memcpy(out + start, digits, digits_len);
-    memcpy(out + start + digits_len, text + end, len - end);
-    return spliced;
-}
-
 static bool resolve_session(lua_State *L, lclient *lc, int self, int storage, const char *page,
                             size_t page_len, dn_session *session)
 {
@@ -566,9 +542,11 @@ static bool resolve_session(lua_State *L, lclient *lc, int self, int storage, co
 
     /* The usual emit: the record came back as written and only its expiry moves. */
     char spliced[512];
-    size_t spliced_len = as_written && !page_added
-                             ? splice_expiry(lc, session->expires_ms, spliced, sizeof spliced)
-                             : 0;
+    size_t spliced_len =
+        as_written && !page_added
+            ? dn_session_record_with_expiry(lc->session_text, lc->session_text_len, known->id_len,
+                                            session->expires_ms, spliced, sizeof spliced)
+            : 0;
     if (spliced_len) {
         write_record(L, lc, self, storage, r, DN_SESSION_ID_KEY, spliced, spliced_len);
         remember_session(lc, session, spliced, spliced_len);

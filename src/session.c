@@ -105,6 +105,28 @@ void dn_session_record_format(const dn_session *session, dn_buf *out)
     dn_buf_append_char(out, '}');
 }
 
+size_t dn_session_record_with_expiry(const char *record, size_t len, size_t id_len,
+                                     int64_t expires_ms, char *out, size_t out_size)
+{
+    /* Ids need no escaping, so the expiry starts right after {"id":"<id>","expires": */
+    static const char id_head[] = "{\"id\":\"", expires_head[] = "\",\"expires\":";
+    size_t start = sizeof id_head - 1 + id_len + sizeof expires_head - 1;
+    if (start >= len || memcmp(record, id_head, sizeof id_head - 1) != 0 ||
+        memcmp(record + start - (sizeof expires_head - 1), expires_head, sizeof expires_head - 1) !=
+            0)
+        return 0;
+    size_t end = start;
+    while (end < len && record[end] >= '0' && record[end] <= '9') end++;
+    char digits[DN_INT_TEXT_MAX];
+    size_t digits_len = dn_format_int(digits, expires_ms);
+    size_t total = start + digits_len + (len - end);
+    if (total > out_size) return 0;
+    memcpy(out, record, start);
+    memcpy(out + start, digits, digits_len);
+    memcpy(out + start + digits_len, record + end, len - end);
+    return total;
+}
+
 dn_id_outcome dn_session_resolve(const char *stored, size_t len, int64_t now_ms, int64_t ttl_ms,
                                  dn_session *out)
 {

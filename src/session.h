@@ -41,6 +41,11 @@ dn_id_outcome dn_user_id_resolve(const char *stored, size_t len, int64_t now_ms,
  * live session record (not an object, id missing or malformed, expires not a number). */
 bool dn_session_record_parse(const char *text, size_t len, dn_session *out);
 void dn_session_record_format(const dn_session *session, dn_buf *out);
+/* A record dn_session_record_format wrote for an id of id_len bytes, with the expiry
+ * replaced, into out: what formatting the same session with that expiry gives, without
+ * escaping the start page again. 0 when record lacks that shape or out is too small. */
+size_t dn_session_record_with_expiry(const char *record, size_t len, size_t id_len,
+                                     int64_t expires_ms, char *out, size_t out_size);
 
 /* Continues the stored session if it is alive at now_ms, else starts a new one; either
  * way the expiry slides to now_ms + ttl_ms, so the record must be stored again. */

@@ -308,6 +308,46 @@ static void test_format_matches_browser(void)
     dn_buf_free(&out);
 }
 
+/* Splicing a new expiry into a formatted record gives what formatting with that
+ * expiry gives, with and without a start page, for expiries of other lengths too. */
+static void test_record_with_expiry_matches_format(void)
+{
+    const long long expiries[] = {EXPIRES, EXPIRES + 1, 0, 99999999999999LL, 7};
+    const char *pages[] = {NULL, "/products/shoes", "https://shop.example/?q=\"x\"", ""};
+    for (size_t p = 0; p < sizeof pages / sizeof pages[0]; p++) {
+        dn_session s = session_of(SESSION_ID, EXPIRES);
+        if (pages[p]) dn_session_set_start_page(&s, pages[p], strlen(pages[p]));
+        dn_buf before, want;
+        dn_buf_init(&before);
+        dn_buf_init(&want);
+        format_record(&s, &before);
+        for (size_t e = 0; e < sizeof expiries / sizeof expiries[0]; e++) {
+            s.expires_ms = expiries[e];
+            format_record(&s, &want);
+            char out[256];
+            size_t len = dn_session_record_with_expiry(before.data, before.len, s.id_len,
+                                                       expiries[e], out, sizeof out);
+            CHECK_MEM_EQ(out, len, want.data, want.len);
+        }
+        /* Too small a buffer, or a record of another shape: 0, nothing claimed. */
+        char tiny[8];
+        CHECK_UINT_EQ(dn_session_record_with_expiry(before.data, before.len, s.id_len, EXPIRES,
+                                                    tiny, sizeof tiny),
+                      0);
+        CHECK_UINT_EQ(dn_session_record_with_expiry(before.data, before.len, s.id_len + 1, EXPIRES,
+                                                    tiny, sizeof tiny),
+                      0);
+        dn_buf_free(&before);
+        dn_buf_free(&want);
+        dn_session_clear(&s);
+    }
+    const char browser_order[] = "{\"expires\":1770181330638,\"id\":\"" SESSION_ID "\"}";
+    char out[256];
+    CHECK_UINT_EQ(dn_session_record_with_expiry(browser_order, sizeof browser_order - 1,
+                                                strlen(SESSION_ID), EXPIRES, out, sizeof out),
+                  0);
+}
+
 static void test_format_parse_round_trip(void)
 {
     const char page[] = "https://shop.example/caf\xc3\xa9/\xf0\x9f\x98\x80?q=\"a\\b\"\n\r\t\x01"
@@ -476,6 +516,7 @@ int main(void)
     RUN_CASE(test_format_parse_round_trip);
     RUN_CASE(test_start_page_set_and_replace);
     RUN_CASE(test_resolve_alive_session_kept);
+    RUN_CASE(test_record_with_expiry_matches_format);
     RUN_CASE(test_resolve_expired_session_replaced);
     RUN_CASE(test_resolve_missing_or_corrupt_replaced);
     RUN_CASE(test_resolve_created_sessions_differ);
