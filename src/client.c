@@ -451,9 +451,8 @@ static void settle(dn_client *c)
     if (!dn_client_busy(c)) c->hub->idle_clients = true;
 }
 
-/* The code and message on_error gets for an attempt that failed for good. Only then:
- * formatting them for every delivered event cost more than the rest of its
- * bookkeeping. */
+/* The code and message on_error gets for an attempt that failed for good; made only
+ * then, since nothing reads them for a delivered event or a retry. */
 static void describe_failure(const dn_attempt_result *r, char *code, size_t code_size,
                              char *message, size_t message_size)
 {
