@@ -360,6 +360,7 @@ dn_hub *dn_hub_new(void)
         return NULL;
     }
     hub->refs = 1;
+    hub->spool_due_ms = INT64_MAX;
     return hub;
 }
 
@@ -407,6 +408,7 @@ void dn_hub_check_fork(dn_hub *hub)
     }
     hub->reports_tail = NULL;
     hub->pending = 0;
+    hub->spool_due_ms = INT64_MAX;
     hub->idle_clients = true;
     dn_transport_renew(&hub->transport);
 }
@@ -522,19 +524,35 @@ static void attempt_done(void *ud, dn_slot *slot, dn_event *e, const dn_attempt_
     settle(c);
 }
 
+/* Spools tick after the pump's last transfer finished, so that the space of every
+ * event delivered in this pump is reclaimed before the host hears pending is 0. */
+static void tick_spools(dn_hub *hub, int64_t now)
+{
+    hub->spool_due_ms = INT64_MAX;
+    for (dn_client *c = hub->clients; c; c = c->next) {
+        if (!c->spool) continue;
+        int64_t due = dn_spool_tick(c->spool, now);
+        if (due < hub->spool_due_ms) hub->spool_due_ms = due;
+    }
+}
+
 size_t dn_hub_pump(dn_hub *hub)
 {
-    if (hub->pending == 0) return 0;
+    if (hub->pending == 0) {
+        if (hub->spool_due_ms == INT64_MAX) return 0;
+        dn_hub_check_fork(hub); /* a child leaves its parent's spool files alone */
+        int64_t now = dn_mono_ms();
+        if (now >= hub->spool_due_ms) tick_spools(hub, now);
+        return hub->pending;
+    }
     dn_hub_check_fork(hub);
     dn_transport_perform(&hub->transport, attempt_done, hub);
     int64_t now = dn_mono_ms();
-    for (dn_client *c = hub->clients; c; c = c->next) {
-        if (c->spool) dn_spool_tick(c->spool, now);
-        start_due(c, now);
-    }
+    for (dn_client *c = hub->clients; c; c = c->next) start_due(c, now);
     /* New attempts get their connect going now rather than at the next pump. */
     if (dn_transport_timeout_ms(&hub->transport, now) == 0)
         dn_transport_perform(&hub->transport, attempt_done, hub);
+    tick_spools(hub, now);
     return hub->pending;
 }
 
@@ -543,6 +561,7 @@ int dn_hub_idle_ms(dn_hub *hub, int64_t now_ms, int limit_ms)
     int64_t wait = limit_ms;
     long curl_ms = dn_transport_timeout_ms(&hub->transport, now_ms);
     if (curl_ms >= 0 && curl_ms < wait) wait = curl_ms;
+    if (hub->spool_due_ms - now_ms < wait) wait = hub->spool_due_ms - now_ms;
     for (dn_client *c = hub->clients; c; c = c->next) {
         if (c->closed || c->queue.count == 0 || c->in_flight >= c->config.max_in_flight) continue;
         int64_t due = dn_queue_next_due(&c->queue);

@@ -98,6 +98,8 @@ struct dn_hub {
     dn_client *clients;
     unsigned refs;  /* the Lua-side hub object and each client */
     size_t pending; /* queued and in flight, over all clients */
+    /* When a spool wants a tick though nothing is pending; INT64_MAX for never. */
+    int64_t spool_due_ms;
     dn_report *reports_head, *reports_tail;
     /* Set when some client stopped being busy: the binding may release its anchor. */
     bool idle_clients;

@@ -1534,12 +1534,13 @@ static int module_poll_fd(lua_State *L)
 }
 
 /* ...and the seconds until the next pump is due whatever the descriptor says (a
- * queued event, a retry, curl's own timeouts), or nil when there is nothing to do. */
+ * queued event, a retry, curl's own timeouts, a spool's group commit), or nil when
+ * there is nothing to do. */
 static int module_next_timeout(lua_State *L)
 {
     hub_box *hb = upvalue_hub(L);
     dn_hub *hub = hb->hub;
-    if (hub->pending == 0 && !hub->reports_head) {
+    if (hub->pending == 0 && !hub->reports_head && hub->spool_due_ms == INT64_MAX) {
         lua_pushnil(L);
         return 1;
     }

@@ -1434,14 +1434,15 @@ static void compact_oldest_segment(dn_spool *s)
 }
 
 /* Removal goes from the oldest forward and never skips one: a done segment in the
- * middle may hold DONE records of events in older segments. */
-static void reclaim_segments(dn_spool *s)
+ * middle may hold DONE records of events in older segments. Answers whether another
+ * compaction is worth a tick of its own. */
+static bool reclaim_segments(dn_spool *s)
 {
     for (int compactions = 0;;) {
         while (s->segment_count > 1 && s->segments[0].live_events == 0) {
             size_t before = s->segment_count;
             remove_oldest_segment(s);
-            if (s->segment_count == before) return;
+            if (s->segment_count == before) return false;
         }
         /* After a failed write (a full disk), the last segment goes too once nothing in
          * it is pending: its space is what the next append needs. */
@@ -1452,18 +1453,20 @@ static void reclaim_segments(dn_spool *s)
                 s->current_fd = -1;
                 s->dirty = false;
             }
-            return;
+            return false;
         }
+        if (s->segment_count < 2 || !worth_compacting(s)) return false;
         /* One compaction per tick bounds the work a pump call can do. */
-        if (s->segment_count < 2 || compactions++ > 0 || !worth_compacting(s)) return;
+        if (compactions++ > 0) return true;
         size_t before = s->segment_count;
         uint64_t oldest_seq = s->segments[0].seq;
         compact_oldest_segment(s);
-        if (s->segment_count == before && s->segments[0].seq == oldest_seq) return;
+        /* A compaction that failed (a full disk) waits for the next event's tick. */
+        if (s->segment_count == before && s->segments[0].seq == oldest_seq) return false;
     }
 }
 
-void dn_spool_tick(dn_spool *s, int64_t now_ms)
+int64_t dn_spool_tick(dn_spool *s, int64_t now_ms)
 {
     if (s->sync == DN_SPOOL_SYNC_INTERVAL && s->dirty && s->current_fd >= 0 &&
         now_ms - s->last_sync_ms >= s->interval_ms) {
@@ -1473,9 +1476,13 @@ void dn_spool_tick(dn_spool *s, int64_t now_ms)
             set_error(s, "cannot sync %s: %s", s->dir, strerror(errno));
         s->last_sync_ms = now_ms;
     }
-    reclaim_segments(s);
+    bool more = reclaim_segments(s);
     if (!s->replaying && s->pending_done > 64 && s->pending_done >= s->pending_len / 2)
         pending_squeeze(s);
+    if (more) return now_ms;
+    if (s->sync == DN_SPOOL_SYNC_INTERVAL && s->dirty && s->current_fd >= 0)
+        return s->last_sync_ms + s->interval_ms;
+    return INT64_MAX;
 }
 
 uint64_t dn_spool_bytes(const dn_spool *s)

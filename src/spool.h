@@ -85,8 +85,10 @@ dn_spool_status dn_spool_append(dn_spool *spool, const uint8_t idempotency_key[1
 dn_spool_status dn_spool_mark_done(dn_spool *spool, uint64_t id);
 
 /* Periodic work from the host's pump: group commit (interval sync), removal of fully
- * done segments, compaction. Cheap when there is nothing to do. */
-void dn_spool_tick(dn_spool *spool, int64_t now_ms);
+ * done segments, compaction. Cheap when there is nothing to do. Answers when it wants
+ * the next tick even if no event is pending (a group commit due, a compaction left),
+ * or INT64_MAX when only new events make work for it. */
+int64_t dn_spool_tick(dn_spool *spool, int64_t now_ms);
 
 /* Bytes of segments on disk that still hold pending events (what max_bytes bounds). */
 uint64_t dn_spool_bytes(const dn_spool *spool);
