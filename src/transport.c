@@ -43,32 +43,90 @@ static void keep_inherited(void *handle)
     pthread_mutex_unlock(&inherited_lock);
 }
 
-/* curl's per-socket pointer (curl_multi_assign) marks the sockets already in the
- * epoll set, so each change is one epoll_ctl: trying MOD first and falling back to
- * ADD cost a failed system call for most events, whose connection comes back from
- * curl's pool unwatched. */
-static char watched_marker;
+/* What the epoll set holds for each descriptor, indexed by its number. A finished
+ * transfer's connection goes back to curl's pool, and curl stops watching it (REMOVE)
+ * only to watch it again (IN) for the next event moments later: taking it out of the
+ * set and putting it back cost two epoll_ctl calls per event, the largest piece of
+ * the pump's kernel time. So a socket of ours stays in the set for reading while it
+ * idles in the pool, marked unwanted: readiness it reports is dropped, and whatever
+ * is unwanted leaves the set when no transfer is running, so an idle host is never
+ * woken for it. */
+enum {
+    SOCKET_IN = 1,     /* in the set for reading */
+    SOCKET_OUT = 2,    /* in the set for writing */
+    SOCKET_WANTED = 4, /* curl watches it now */
+    SOCKET_OURS = 8,   /* opened by open_socket: its close comes through close_socket */
+};
+#define SOCKET_IN_SET (SOCKET_IN | SOCKET_OUT)
 
-static bool watch_socket(dn_transport *t, curl_socket_t fd, int what, bool watched)
+/* The state of fd, growing the table when asked; NULL when fd is out of reach. */
+static uint8_t *socket_state(dn_transport *t, curl_socket_t fd, bool grow)
 {
-    struct epoll_event ev = {.data.fd = fd};
-    if (what == CURL_POLL_IN || what == CURL_POLL_INOUT) ev.events |= EPOLLIN;
-    if (what == CURL_POLL_OUT || what == CURL_POLL_INOUT) ev.events |= EPOLLOUT;
-    int first = watched ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
-    if (epoll_ctl(t->epoll_fd, first, fd, &ev) != 0) {
-        /* The marker and the set disagree (a descriptor number reused behind curl's
-         * back): the other operation then fits. */
-        int second = watched ? EPOLL_CTL_ADD : EPOLL_CTL_MOD;
-        if (epoll_ctl(t->epoll_fd, second, fd, &ev) != 0) return false;
+    if (fd < 0) return NULL;
+    size_t index = (size_t)fd;
+    if (index >= t->socket_state_len) {
+        if (!grow) return NULL;
+        size_t len = t->socket_state_len ? t->socket_state_len : 64;
+        while (len <= index) len *= 2;
+        uint8_t *grown = realloc(t->socket_states, len);
+        if (!grown) return NULL;
+        memset(grown + t->socket_state_len, 0, len - t->socket_state_len);
+        t->socket_states = grown;
+        t->socket_state_len = len;
     }
-    if (!watched) curl_multi_assign(t->multi, fd, &watched_marker);
+    return &t->socket_states[index];
+}
+
+static void leave_set(dn_transport *t, curl_socket_t fd, uint8_t *state)
+{
+    /* EBADF or ENOENT here only mean it had already gone. */
+    if (!state || (*state & SOCKET_IN_SET)) epoll_ctl(t->epoll_fd, EPOLL_CTL_DEL, fd, NULL);
+    if (state) *state &= SOCKET_OURS;
+}
+
+static bool watch_socket(dn_transport *t, curl_socket_t fd, int what)
+{
+    uint8_t *state = socket_state(t, fd, true);
+    if (!state) return false;
+    uint8_t want = 0;
+    if (what == CURL_POLL_IN || what == CURL_POLL_INOUT) want |= SOCKET_IN;
+    if (what == CURL_POLL_OUT || what == CURL_POLL_INOUT) want |= SOCKET_OUT;
+    uint8_t in_set = *state & SOCKET_IN_SET;
+    if (in_set != want) {
+        struct epoll_event ev = {.data.fd = fd};
+        if (want & SOCKET_IN) ev.events |= EPOLLIN;
+        if (want & SOCKET_OUT) ev.events |= EPOLLOUT;
+        int first = in_set ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
+        if (epoll_ctl(t->epoll_fd, first, fd, &ev) != 0) {
+            /* The table and the set disagree (a descriptor curl closed without us, its
+             * number reused): the other operation then fits. */
+            int second = in_set ? EPOLL_CTL_ADD : EPOLL_CTL_MOD;
+            if (epoll_ctl(t->epoll_fd, second, fd, &ev) != 0) return false;
+        }
+    }
+    *state = (uint8_t)((*state & SOCKET_OURS) | want | SOCKET_WANTED);
     return true;
 }
 
-static void forget_socket(dn_transport *t, curl_socket_t fd)
+static void unwatch_socket(dn_transport *t, curl_socket_t fd)
 {
-    /* curl says REMOVE before it closes the socket; EBADF here is harmless. */
-    epoll_ctl(t->epoll_fd, EPOLL_CTL_DEL, fd, NULL);
+    uint8_t *state = socket_state(t, fd, false);
+    /* Only our own sockets may stay: close_socket takes them out before their number
+     * can be reused. Others (a resolver's) are closed behind our back. */
+    if (state && (*state & SOCKET_OURS) && (*state & SOCKET_IN_SET) == SOCKET_IN)
+        *state &= (uint8_t)~SOCKET_WANTED;
+    else
+        leave_set(t, fd, state);
+}
+
+/* With no transfer running, nothing unwanted may stay in the set: an idle pooled
+ * connection that the server closes would keep the descriptor readable. */
+static void drop_unwanted(dn_transport *t)
+{
+    for (size_t i = 0; i < t->socket_count; i++) {
+        uint8_t *state = socket_state(t, t->sockets[i], false);
+        if (state && !(*state & SOCKET_WANTED)) leave_set(t, t->sockets[i], state);
+    }
 }
 
 /* curl opens and closes every socket through these, so that a forked child knows
@@ -86,7 +144,14 @@ static curl_socket_t open_socket(void *userp, curlsocktype purpose, struct curl_
     }
     /* Close-on-exec: a host that execs (nginx's binary upgrade) must not carry them. */
     int fd = socket(address->family, address->socktype | SOCK_CLOEXEC, address->protocol);
-    if (fd >= 0) t->sockets[t->socket_count++] = fd;
+    if (fd < 0) return CURL_SOCKET_BAD;
+    uint8_t *state = socket_state(t, fd, true);
+    if (!state) {
+        close(fd);
+        return CURL_SOCKET_BAD;
+    }
+    *state = SOCKET_OURS;
+    t->sockets[t->socket_count++] = fd;
     return fd;
 }
 
@@ -99,17 +164,22 @@ static int close_socket(void *userp, curl_socket_t fd)
             break;
         }
     }
+    /* Out of the set before the close: a forked child may still hold a copy of the
+     * socket, and the set would go on reporting it under a number reused by then. */
+    uint8_t *state = socket_state(t, fd, false);
+    if (state && (*state & SOCKET_IN_SET)) leave_set(t, fd, state);
+    if (state) *state = 0;
     return close(fd);
 }
 
 static int on_socket(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
 {
     (void)easy;
+    (void)socketp;
     dn_transport *t = userp;
-    /* After REMOVE curl forgets the socket's pointer by itself. */
     if (what == CURL_POLL_REMOVE)
-        forget_socket(t, fd);
-    else if (!watch_socket(t, fd, what, socketp == &watched_marker))
+        unwatch_socket(t, fd);
+    else if (!watch_socket(t, fd, what))
         return -1;
     return 0;
 }
@@ -146,9 +216,12 @@ void dn_transport_cleanup(dn_transport *t)
     if (t->multi) curl_multi_cleanup(t->multi);
     if (t->epoll_fd >= 0) close(t->epoll_fd);
     free(t->sockets);
+    free(t->socket_states);
     t->multi = NULL;
     t->epoll_fd = -1;
     t->sockets = NULL;
+    t->socket_states = NULL;
+    t->socket_state_len = 0;
 }
 
 bool dn_transport_forked(const dn_transport *t)
@@ -188,6 +261,7 @@ bool dn_transport_renew(dn_transport *t)
      * connections are unaffected. */
     for (size_t i = 0; i < t->socket_count && !t->keep_inherited; i++) close(t->sockets[i]);
     free(t->sockets);
+    free(t->socket_states);
     return dn_transport_init(t);
 }
 
@@ -358,6 +432,7 @@ dn_event *dn_slot_cancel(dn_transport *t, dn_slot *slot)
 {
     dn_event *event = slot->event;
     if (event) detach(t, slot);
+    if (event && t->attached == 0) drop_unwanted(t);
     slot->event = NULL;
     return event;
 }
@@ -407,11 +482,19 @@ static void drive(dn_transport *t)
     int running = 0;
     int n = epoll_wait(t->epoll_fd, ready, (int)(sizeof ready / sizeof ready[0]), 0);
     for (int i = 0; i < n; i++) {
+        curl_socket_t fd = ready[i].data.fd;
+        uint8_t *state = socket_state(t, fd, false);
+        if (state && !(*state & SOCKET_WANTED)) {
+            /* A pooled connection curl is not watching: it checks the connection
+             * itself before reusing it. */
+            leave_set(t, fd, state);
+            continue;
+        }
         int mask = 0;
         if (ready[i].events & EPOLLIN) mask |= CURL_CSELECT_IN;
         if (ready[i].events & EPOLLOUT) mask |= CURL_CSELECT_OUT;
         if (ready[i].events & (EPOLLERR | EPOLLHUP)) mask |= CURL_CSELECT_ERR;
-        curl_multi_socket_action(t->multi, ready[i].data.fd, mask, &running);
+        curl_multi_socket_action(t->multi, fd, mask, &running);
     }
     if (t->timer_due_ms >= 0 && t->timer_due_ms <= dn_mono_ms()) {
         t->timer_due_ms = -1;
@@ -450,6 +533,7 @@ void dn_transport_perform(dn_transport *t, dn_attempt_done_fn on_done, void *ud)
         slot->event = NULL;
         on_done(ud, slot, event, &result);
     }
+    if (t->attached == 0) drop_unwanted(t);
 }
 
 void dn_transport_wait(dn_transport *t, int timeout_ms)

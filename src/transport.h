@@ -71,6 +71,8 @@ typedef struct dn_transport {
     int64_t timer_due_ms; /* curl's next timeout, monotonic; -1 when it has none */
     int *sockets;         /* every socket curl opened and has not closed */
     size_t socket_count, socket_cap;
+    uint8_t *socket_states; /* per descriptor number: what the epoll set holds (transport.c) */
+    size_t socket_state_len;
     bool keep_inherited; /* after fork: the parent's handles cannot be freed safely */
 } dn_transport;
 

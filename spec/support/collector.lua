@@ -231,6 +231,7 @@ function Collector:_write_conf()
     -- nginx closes a kept-alive connection after 1000 requests by default; a
     -- benchmark would then measure reconnects as much as requests.
     bench_http = self.bench and "  keepalive_requests 100000000;" or "",
+    keepalive_timeout = self.keepalive_timeout,
   }))
 end
 
@@ -318,6 +319,9 @@ function M.start(opts)
     -- bench/: the analytics location validates and accepts, and logs the event, but
     -- keeps no request log, plan or dedupe (requests() stays empty).
     bench = opts.bench and true or false,
+    -- How long nginx keeps an idle connection open: "30s", or "200ms" for a spec that
+    -- needs the server to close connections sitting in the client's pool.
+    keepalive_timeout = opts.keepalive_timeout or "30s",
     root = trim(uid) == "0",
     generation = 1,
     keep = opts.keep,
