@@ -67,6 +67,7 @@ typedef struct dn_transport {
     CURLM *multi;
     unsigned fork_generation; /* the process generation the multi handle belongs to */
     size_t attached;          /* easy handles currently in the multi handle */
+    size_t slots_open;        /* easy handles made (dn_slot_open) and not closed */
     int epoll_fd;
     int64_t timer_due_ms; /* curl's next timeout, monotonic; -1 when it has none */
     int *sockets;         /* every socket curl opened and has not closed */
