@@ -1,6 +1,7 @@
 /* The key/value file: what it reads and writes, how it is replaced, and what a failed
  * write leaves behind. */
 #include "check.h"
+#include "folders.h"
 #include "file_store.h"
 #include "json.h"
 
@@ -28,36 +29,9 @@ static bool fixture_open(fixture *f)
 }
 
 /* The folder holds plain files and at most one level of folders. */
-static void remove_folder(const char *dir)
-{
-    DIR *d = opendir(dir);
-    if (!d) return;
-    struct dirent *entry;
-    while ((entry = readdir(d)) != NULL) {
-        if (strcmp(entry->d_name, ".") == 0 || strcmp(entry->d_name, "..") == 0) continue;
-        char path[512];
-        snprintf(path, sizeof path, "%s/%s", dir, entry->d_name);
-        if (unlink(path) != 0 && errno == EISDIR) remove_folder(path);
-    }
-    closedir(d);
-    rmdir(dir);
-}
-
 static void fixture_close(fixture *f)
 {
-    remove_folder(f->dir);
-}
-
-static size_t count_entries(const char *dir)
-{
-    DIR *d = opendir(dir);
-    if (!d) return 0;
-    size_t n = 0;
-    struct dirent *entry;
-    while ((entry = readdir(d)) != NULL)
-        if (strcmp(entry->d_name, ".") != 0 && strcmp(entry->d_name, "..") != 0) n++;
-    closedir(d);
-    return n;
+    remove_tree(f->dir);
 }
 
 /* The whole file, NUL-terminated; NULL when it cannot be read. */

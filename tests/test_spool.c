@@ -2,6 +2,8 @@
  * limits, write failures, locking across fork, space reclamation, and kill -9. */
 #include "process.h"
 #include "spool.h"
+#include "folders.h"
+#include "spool_format.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -58,12 +60,6 @@ int fdatasync(int fd)
  * here makes valgrind's leak check in the child count it as reachable, not lost. */
 static void *volatile child_keeps[2];
 
-/* The on-disk format, written out independently of src/spool.c. */
-#define MAGIC      0x50534e44u
-#define HEADER     13
-#define TYPE_EVENT 3
-#define TYPE_DONE  2
-#define DONE_SIZE  (HEADER + 16)
 #define PLAIN_BODY 100
 #define PLAIN_SIZE (HEADER + 16 + 8 + 4 + PLAIN_BODY + 2 + 2)
 #define MAX_RECORD 1024
@@ -79,36 +75,6 @@ typedef struct test_event {
     char ip[32];
     size_t ip_len;
 } test_event;
-
-static void put_u32(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void put_u64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint32_t get_u32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-/* Bitwise, the slowest and plainest way, to check the table-driven one in spool.c. */
-static uint32_t crc32c_update(uint32_t crc, const uint8_t *p, size_t len)
-{
-    while (len--) {
-        crc ^= *p++;
-        for (int bit = 0; bit < 8; bit++) crc = (crc >> 1) ^ (0x82f63b78u & (0u - (crc & 1)));
-    }
-    return crc;
-}
-
-static uint32_t crc32c(const void *data, size_t len)
-{
-    return ~crc32c_update(0xffffffffu, data, len);
-}
 
 /* A key that names (salt, n), so a replayed event tells which one it is. */
 static void make_key(uint8_t key[16], uint32_t salt, uint32_t n)
@@ -152,18 +118,6 @@ static bool same_event(const test_event *a, const test_event *b)
            a->has_ip == b->has_ip && a->ip_len == b->ip_len && memcmp(a->ip, b->ip, a->ip_len) == 0;
 }
 
-/* Any record with a correct CRC, whatever its payload says. */
-static size_t encode_raw(uint8_t *out, uint8_t type, const uint8_t *payload, uint32_t len)
-{
-    put_u32(out, MAGIC);
-    put_u32(out + 4, len);
-    out[12] = type;
-    memcpy(out + HEADER, payload, len);
-    uint32_t crc = crc32c_update(0xffffffffu, out + 4, 4);
-    put_u32(out + 8, ~crc32c_update(crc, out + 12, 1 + (size_t)len));
-    return HEADER + len;
-}
-
 /* An EVENT record; order is the writer's count of the event (its id). */
 static size_t encode_event(uint8_t *out, const test_event *e, uint64_t order)
 {
@@ -184,23 +138,12 @@ static size_t encode_event(uint8_t *out, const test_event *e, uint64_t order)
     *p++ = (uint8_t)e->ip_len;
     *p++ = (uint8_t)(e->ip_len >> 8);
     memcpy(p, e->ip, e->ip_len);
-    put_u32(out, MAGIC);
-    put_u32(out + 4, payload);
-    out[12] = TYPE_EVENT;
-    uint32_t crc = crc32c_update(0xffffffffu, out + 4, 4);
-    put_u32(out + 8, ~crc32c_update(crc, out + 12, 1 + (size_t)payload));
-    return HEADER + payload;
+    return seal_record(out, TYPE_EVENT, payload);
 }
 
 static size_t encode_done(uint8_t *out, const uint8_t key[16])
 {
-    put_u32(out, MAGIC);
-    put_u32(out + 4, 16);
-    out[12] = TYPE_DONE;
-    memcpy(out + HEADER, key, 16);
-    uint32_t crc = crc32c_update(0xffffffffu, out + 4, 4);
-    put_u32(out + 8, ~crc32c_update(crc, out + 12, 17));
-    return DONE_SIZE;
+    return encode_raw(out, TYPE_DONE, key, 16);
 }
 
 static size_t record_size(const test_event *e)
@@ -216,25 +159,6 @@ static char *make_temp_dir(void)
     char templ[] = "/tmp/dn-spool-test-XXXXXX";
     if (!mkdtemp(templ)) return NULL;
     return strdup(templ);
-}
-
-static void remove_tree(const char *dir)
-{
-    DIR *d = opendir(dir);
-    if (!d) return;
-    struct dirent *entry;
-    while ((entry = readdir(d)) != NULL) {
-        if (strcmp(entry->d_name, ".") == 0 || strcmp(entry->d_name, "..") == 0) continue;
-        char path[4096];
-        snprintf(path, sizeof path, "%s/%s", dir, entry->d_name);
-        struct stat st;
-        if (lstat(path, &st) == 0 && S_ISDIR(st.st_mode))
-            remove_tree(path);
-        else
-            unlink(path);
-    }
-    closedir(d);
-    rmdir(dir);
 }
 
 static bool ends_with(const char *s, const char *suffix)
