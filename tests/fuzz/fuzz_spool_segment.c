@@ -1,0 +1,208 @@
+/* A spool folder is read back by the next process, and what it finds there may be
+ * anything: a torn write, a damaged disk, records of another version. The input
+ * describes the segments a writer that is gone left behind; most records are laid
+ * down with a correct checksum so that the fuzzer reaches the decoding behind it.
+ * Opening the folder adopts them; whatever is replayed must have come from the input,
+ * once per key, and a writer that marks it all done must leave the folder empty. */
+#include "folders.h"
+#include "spool.h"
+#include "spool_format.h"
+
+#include <dirent.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+#define GONE_WRITER  "4242-00000000deadbeef"
+#define MAX_SEGMENTS 4
+#define SEGMENT_MAX  (64 * 1024)
+#define MAX_EVENTS   (MAX_SEGMENTS * SEGMENT_MAX / HEADER)
+
+/* Reads the input as a list of operations. */
+typedef struct reader {
+    const uint8_t *p, *end;
+} reader;
+
+static size_t take(reader *r, size_t want)
+{
+    size_t left = (size_t)(r->end - r->p);
+    return want < left ? want : left;
+}
+
+static uint8_t take_byte(reader *r)
+{
+    return r->p < r->end ? *r->p++ : 0;
+}
+
+typedef struct segments {
+    uint8_t data[MAX_SEGMENTS][SEGMENT_MAX];
+    size_t len[MAX_SEGMENTS];
+    size_t count;
+} segments;
+
+/* Room in the current segment for a record of payload_len, or NULL. */
+static uint8_t *room_for(segments *s, size_t payload_len)
+{
+    size_t *len = &s->len[s->count - 1];
+    if (HEADER + payload_len > SEGMENT_MAX - *len) return NULL;
+    return s->data[s->count - 1] + *len;
+}
+
+/* A key from one byte: few enough that EVENT and DONE records meet. */
+static void key_of(uint8_t key[16], uint8_t k)
+{
+    memset(key, 0, 16);
+    key[0] = k;
+    key[15] = (uint8_t)~k;
+}
+
+static void build(segments *s, reader *r)
+{
+    s->count = 1;
+    s->len[0] = 0;
+    while (r->p < r->end) {
+        uint8_t op = take_byte(r);
+        uint8_t *out;
+        switch (op % 5) {
+        case 0: /* the writer began a new segment */
+            if (s->count < MAX_SEGMENTS) s->len[s->count++] = 0;
+            break;
+        case 1: { /* any type and payload, with a correct CRC */
+            uint8_t type = take_byte(r);
+            size_t n = take(r, take_byte(r));
+            if ((out = room_for(s, n)) != NULL) {
+                s->len[s->count - 1] += encode_raw(out, type, r->p, (uint32_t)n);
+            }
+            r->p += n;
+            break;
+        }
+        case 2: { /* an EVENT whose inner lengths add up */
+            uint8_t k = take_byte(r), order = take_byte(r);
+            size_t body = take(r, take_byte(r));
+            const uint8_t *body_at = r->p;
+            r->p += body;
+            size_t ua = take(r, take_byte(r) % 16);
+            const uint8_t *ua_at = r->p;
+            r->p += ua;
+            size_t payload = 16 + 8 + 4 + body + 2 + ua + 2;
+            if ((out = room_for(s, payload)) == NULL) break;
+            uint8_t *p = out + HEADER;
+            key_of(p, k);
+            put_u64(p + 16, order);
+            put_u32(p + 24, (uint32_t)body);
+            memcpy(p + 28, body_at, body);
+            p += 28 + body;
+            *p++ = (uint8_t)ua;
+            *p++ = 0;
+            memcpy(p, ua_at, ua);
+            p += ua;
+            *p++ = 0; /* no ip */
+            *p++ = 0;
+            s->len[s->count - 1] += seal_record(out, TYPE_EVENT, (uint32_t)payload);
+            break;
+        }
+        case 3: { /* DONE of a key */
+            uint8_t key[16];
+            key_of(key, take_byte(r));
+            if ((out = room_for(s, 16)) != NULL)
+                s->len[s->count - 1] += encode_raw(out, TYPE_DONE, key, 16);
+            break;
+        }
+        case 4: { /* bytes as they are: a torn tail or damage */
+            size_t n = take(r, take_byte(r) % 32);
+            size_t *len = &s->len[s->count - 1];
+            if (n <= SEGMENT_MAX - *len) {
+                memcpy(s->data[s->count - 1] + *len, r->p, n);
+                *len += n;
+            }
+            r->p += n;
+            break;
+        }
+        }
+    }
+}
+
+static bool write_file(const char *path, const uint8_t *data, size_t len)
+{
+    FILE *f = fopen(path, "wb");
+    if (!f) return false;
+    bool ok = fwrite(data, 1, len, f) == len;
+    return fclose(f) == 0 && ok;
+}
+
+typedef struct replayed {
+    const segments *input;
+    uint64_t ids[MAX_EVENTS];
+    uint8_t keys[MAX_EVENTS][16];
+    size_t count;
+} replayed;
+
+static bool in_input(const segments *s, const void *bytes, size_t len)
+{
+    if (len == 0) return true;
+    for (size_t i = 0; i < s->count; i++)
+        if (memmem(s->data[i], s->len[i], bytes, len)) return true;
+    return false;
+}
+
+static void on_event(void *ud, const dn_spool_event *e)
+{
+    replayed *r = ud;
+    if (r->count == MAX_EVENTS) abort();
+    if (!in_input(r->input, e->idempotency_key, 16) || !in_input(r->input, e->body, e->body_len))
+        abort();
+    if (e->user_agent && !in_input(r->input, e->user_agent, e->user_agent_len)) abort();
+    for (size_t i = 0; i < r->count; i++)
+        if (memcmp(r->keys[i], e->idempotency_key, 16) == 0) abort(); /* a key twice */
+    memcpy(r->keys[r->count], e->idempotency_key, 16);
+    r->ids[r->count++] = e->id;
+}
+
+static char dir[256];
+
+static void remove_folder(void)
+{
+    remove_tree(dir);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    static segments input;
+    static replayed seen;
+    if (!dir[0]) {
+        /* tmpfs when there is one: every run writes, syncs and removes files. */
+        const char *base = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
+        snprintf(dir, sizeof dir, "%s/dukanext-fuzz-spool.XXXXXX", base);
+        if (!mkdtemp(dir)) abort();
+        atexit(remove_folder);
+    }
+
+    reader r = {data, data + size};
+    build(&input, &r);
+    char path[512];
+    for (size_t i = 0; i < input.count; i++) {
+        snprintf(path, sizeof path, "%s/" GONE_WRITER ".%zu.log", dir, i + 1);
+        if (!write_file(path, input.data[i], input.len[i])) abort();
+    }
+    snprintf(path, sizeof path, "%s/" GONE_WRITER ".lock", dir);
+    if (!write_file(path, NULL, 0)) abort();
+
+    dn_spool_options options = {.dir = dir, .sync = DN_SPOOL_SYNC_NEVER, .max_bytes = 1u << 30};
+    char err[256];
+    dn_spool *spool = dn_spool_open(&options, err, sizeof err);
+    if (!spool) abort();
+    seen.input = &input;
+    seen.count = 0;
+    if (!dn_spool_replay(spool, on_event, &seen)) abort();
+    if (dn_spool_pending(spool) != seen.count) abort();
+    for (size_t i = 0; i < seen.count; i++)
+        if (dn_spool_mark_done(spool, seen.ids[i]) != DN_SPOOL_OK) abort();
+    dn_spool_close(spool);
+    /* Adopted and all done: nothing of either writer may stay. */
+    if (count_entries(dir) != 0) abort();
+    return 0;
+}
