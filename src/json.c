@@ -1,6 +1,7 @@
 #include "json.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -268,14 +269,30 @@ bool dn_json_number(const dn_json_value *value, double *out)
     return true;
 }
 
+/* The bytes a JSON string cannot hold as they are: control characters, the quote and
+ * the backslash. A table, because emit quotes every id and name of every event. */
+static const bool must_escape[256] = {
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, /* 0x00 */
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, /* 0x10 */
+    0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, /* 0x20: '"' */
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, /* 0x30 */
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, /* 0x40 */
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, /* 0x50: '\\' */
+};
+
 void dn_json_string_append(dn_buf *b, const char *s, size_t len)
 {
     static const char hex[] = "0123456789abcdef";
-    dn_buf_append_char(b, '"');
+    /* Room for the common case, a string with nothing to escape, in one go. */
+    if (len > SIZE_MAX - 2 || !dn_buf_reserve(b, len + 2)) {
+        b->failed = true;
+        return;
+    }
+    b->data[b->len++] = '"';
     size_t plain = 0;
     for (size_t i = 0; i < len; i++) {
         unsigned char c = (unsigned char)s[i];
-        if (c >= 0x20 && c != '"' && c != '\\') continue;
+        if (!must_escape[c]) continue;
         dn_buf_append(b, s + plain, i - plain);
         plain = i + 1;
         switch (c) {
