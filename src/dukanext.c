@@ -275,19 +275,35 @@ static bool push_memory_table(lua_State *L, int storage)
     return false;
 }
 
-/* Pushes one value: the stored string, or nil when missing or failed. */
-static store_read storage_read(lua_State *L, lclient *lc, int storage, const char *key)
+/* A storage as one call uses it: its stack index and, when it is the built-in memory
+ * storage, the stack index of the table behind it (else 0), found once per call
+ * rather than once per read and write. */
+typedef struct storage_ref {
+    int index;
+    int memory;
+} storage_ref;
+
+/* May push the memory table: the caller's stack keeps it until it returns. */
+static storage_ref open_storage(lua_State *L, int index)
 {
-    if (push_memory_table(L, storage)) {
+    storage_ref storage = {index, 0};
+    if (push_memory_table(L, index)) storage.memory = lua_gettop(L);
+    return storage;
+}
+
+/* Pushes one value: the stored string, or nil when missing or failed. */
+static store_read storage_read(lua_State *L, lclient *lc, const storage_ref *storage,
+                               const char *key)
+{
+    if (storage->memory) {
         lua_pushstring(L, key);
-        lua_rawget(L, -2);
-        lua_remove(L, -2);
+        lua_rawget(L, storage->memory);
         if (lua_type(L, -1) == LUA_TSTRING) return STORE_FOUND;
         if (lua_isnil(L, -1)) return STORE_MISSING;
         lua_pop(L, 1); /* set("k", 1) kept a number: the call below reports it */
     }
     lua_pushcfunction(L, storage_call_protected);
-    lua_pushvalue(L, storage);
+    lua_pushvalue(L, storage->index);
     lua_pushliteral(L, "get");
     lua_pushstring(L, key);
     if (lua_pcall(L, 3, 1, 0) != LUA_OK) {
@@ -308,18 +324,17 @@ static store_read storage_read(lua_State *L, lclient *lc, int storage, const cha
     return STORE_FAILED;
 }
 
-static bool storage_write(lua_State *L, lclient *lc, int storage, const char *key,
+static bool storage_write(lua_State *L, lclient *lc, const storage_ref *storage, const char *key,
                           const char *value, size_t len)
 {
-    if (push_memory_table(L, storage)) {
+    if (storage->memory) {
         lua_pushstring(L, key);
         lua_pushlstring(L, value, len);
-        lua_rawset(L, -3);
-        lua_pop(L, 1);
+        lua_rawset(L, storage->memory);
         return true;
     }
     lua_pushcfunction(L, storage_call_protected);
-    lua_pushvalue(L, storage);
+    lua_pushvalue(L, storage->index);
     lua_pushliteral(L, "set");
     lua_pushstring(L, key);
     lua_pushlstring(L, value, len);
@@ -425,14 +440,14 @@ static void fallback_write(lua_State *L, int self, int storage, const char *key,
 
 /* Reads key into a value on the stack (string or nil): from the storage, else from
  * what the storage failed to give or keep earlier. */
-static store_read read_record(lua_State *L, lclient *lc, int self, int storage, const char *key,
-                              bool *from_fallback)
+static store_read read_record(lua_State *L, lclient *lc, int self, const storage_ref *storage,
+                              const char *key, bool *from_fallback)
 {
     store_read r = storage_read(L, lc, storage, key);
     *from_fallback = false;
     if (r != STORE_FOUND) {
         lua_pop(L, 1);
-        fallback_read(L, self, storage, key,
+        fallback_read(L, self, storage->index, key,
                       r == STORE_FAILED ? FALLBACK_GET_FAILED | FALLBACK_SET_FAILED
                                         : FALLBACK_SET_FAILED);
         *from_fallback = !lua_isnil(L, -1);
@@ -440,19 +455,19 @@ static store_read read_record(lua_State *L, lclient *lc, int self, int storage, 
     return r;
 }
 
-static void write_record(lua_State *L, lclient *lc, int self, int storage, store_read how_read,
-                         const char *key, const char *value, size_t len)
+static void write_record(lua_State *L, lclient *lc, int self, const storage_ref *storage,
+                         store_read how_read, const char *key, const char *value, size_t len)
 {
     /* A storage whose get failed is not trusted with the set either. */
     if (how_read == STORE_FAILED)
-        fallback_write(L, self, storage, key, value, len, FALLBACK_GET_FAILED);
+        fallback_write(L, self, storage->index, key, value, len, FALLBACK_GET_FAILED);
     else if (!storage_write(L, lc, storage, key, value, len))
-        fallback_write(L, self, storage, key, value, len, FALLBACK_SET_FAILED);
+        fallback_write(L, self, storage->index, key, value, len, FALLBACK_SET_FAILED);
     else if (how_read == STORE_MISSING)
-        fallback_forget(L, self, storage, key);
+        fallback_forget(L, self, storage->index, key);
 }
 
-static bool resolve_user_id(lua_State *L, lclient *lc, int self, int storage,
+static bool resolve_user_id(lua_State *L, lclient *lc, int self, const storage_ref *storage,
                             char out[DN_ID_MAX + 1], size_t *out_len)
 {
     bool from_fallback;
@@ -510,8 +525,8 @@ static void remember_session(lclient *lc, const dn_session *session, const char 
 }
 
 /* page: the first page to remember when the session has none yet (may be NULL). */
-static bool resolve_session(lua_State *L, lclient *lc, int self, int storage, const char *page,
-                            size_t page_len, dn_session *session)
+static bool resolve_session(lua_State *L, lclient *lc, int self, const storage_ref *storage,
+                            const char *page, size_t page_len, dn_session *session)
 {
     bool from_fallback;
     store_read r = read_record(L, lc, self, storage, DN_SESSION_ID_KEY, &from_fallback);
@@ -1286,12 +1301,13 @@ static int client_emit(lua_State *L)
         lua_pushnil(L);
     }
 
-    int storage = lua_isnil(L, SLOT_STORAGE) ? push_storage(L, 1, 0) : SLOT_STORAGE;
+    storage_ref storage =
+        open_storage(L, lua_isnil(L, SLOT_STORAGE) ? push_storage(L, 1, 0) : SLOT_STORAGE);
     char user_id[DN_ID_MAX + 1];
     size_t user_id_len;
     dn_session session = {0};
-    bool ids_ok = resolve_user_id(L, lc, 1, storage, user_id, &user_id_len) &&
-                  resolve_session(L, lc, 1, storage, page, page_len, &session);
+    bool ids_ok = resolve_user_id(L, lc, 1, &storage, user_id, &user_id_len) &&
+                  resolve_session(L, lc, 1, &storage, page, page_len, &session);
     if (!ids_ok) {
         dn_session_clear(&session);
         anchor_if_busy(L, lc, 1);
@@ -1376,10 +1392,10 @@ static int client_emit(lua_State *L)
 static int client_get_user_id(lua_State *L)
 {
     lclient *lc = check_client(L, 1);
-    int storage = push_storage(L, 1, 2);
+    storage_ref storage = open_storage(L, push_storage(L, 1, 2));
     char id[DN_ID_MAX + 1];
     size_t len;
-    bool ok = resolve_user_id(L, lc, 1, storage, id, &len);
+    bool ok = resolve_user_id(L, lc, 1, &storage, id, &len);
     anchor_if_busy(L, lc, 1);
     if (!ok) return luaL_error(L, "dukanext: the system gave no randomness for an id");
     lua_pushlstring(L, id, len);
@@ -1389,9 +1405,9 @@ static int client_get_user_id(lua_State *L)
 static int client_get_session_id(lua_State *L)
 {
     lclient *lc = check_client(L, 1);
-    int storage = push_storage(L, 1, 2);
+    storage_ref storage = open_storage(L, push_storage(L, 1, 2));
     dn_session session = {0};
-    bool ok = resolve_session(L, lc, 1, storage, NULL, 0, &session);
+    bool ok = resolve_session(L, lc, 1, &storage, NULL, 0, &session);
     anchor_if_busy(L, lc, 1);
     if (!ok) return luaL_error(L, "dukanext: the system gave no randomness for an id");
     lua_pushlstring(L, session.id, session.id_len);
