@@ -507,6 +507,20 @@ static void test_string_round_trip_every_byte(void)
     }
     CHECK(round_trips(all, sizeof all));
     CHECK(round_trips("", 0));
+
+    /* Every byte at every place of strings long enough for the eight-at-a-time scan,
+     * amid plain ASCII and amid bytes above 0x7f, whose borrows the scan must survive. */
+    for (int c = 0; c < 256; c++) {
+        for (size_t at = 0; at < 17; at++) {
+            char text[17];
+            memset(text, 'a', sizeof text);
+            text[at] = (char)c;
+            if (!round_trips(text, sizeof text)) FAIL("byte 0x%02x at %zu among 'a'", c, at);
+            memset(text, '\xff', sizeof text);
+            text[at] = (char)c;
+            if (!round_trips(text, sizeof text)) FAIL("byte 0x%02x at %zu among 0xff", c, at);
+        }
+    }
 }
 
 static void test_key_is(void)
