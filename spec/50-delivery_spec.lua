@@ -127,6 +127,27 @@ describe("delivery", function()
     assert_stats(cl:stats(), { sent = 500 })
   end)
 
+  it("keeps one connection per slot between bursts, however few events run in between", function()
+    local cl = client({ max_in_flight = 8 })
+    local function burst(n, name)
+      for i = 1, n do assert.is_true(cl:emit(name, { i = i })) end
+      assert.is_true(cl:flush(10))
+    end
+    burst(32, "first_burst")
+    burst(1, "alone")
+    burst(32, "second_burst")
+
+    local requests = c:requests()
+    assert.equals(65, #requests)
+    local connections, count = {}, 0
+    for _, r in ipairs(requests) do
+      local id = r.worker .. ":" .. r.connection
+      if not connections[id] then count = count + 1 end
+      connections[id] = true
+    end
+    assert(count <= 8, count .. " connections for 8 slots: kept-alive ones were closed")
+  end)
+
   it("pump returns what is queued or in flight over all clients, and 0 when idle", function()
     assert.equals(0, dn.pump())
     -- The first three requests to arrive (a1, b1, b2) are held long enough to count.

@@ -430,7 +430,7 @@ function Collector:requests()
   local records = {}
   for i, line in ipairs(self:request_lines()) do
     local rec = cjson.decode(line)
-    for _, key in ipairs({ "seq", "status", "worker" }) do
+    for _, key in ipairs({ "seq", "status", "worker", "connection" }) do
       if type(rec[key]) == "number" then rec[key] = to_integer(rec[key]) or rec[key] end
     end
     records[i] = rec

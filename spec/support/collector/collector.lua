@@ -87,6 +87,9 @@ local function request_record(body)
     scheme = ngx.var.scheme,
     http_version = ngx.req.http_version(),
     worker = ngx.worker.pid(),
+    -- nginx's serial number of the connection within its worker: with worker, tells
+    -- a reused connection from a new one.
+    connection = tonumber(ngx.var.connection),
     headers = {
       idempotency_key = header("idempotency-key"),
       attempt = header("x-dukanext-attempt"),
