@@ -167,8 +167,10 @@ static int close_socket(void *userp, curl_socket_t fd)
     /* Out of the set before the close: a forked child may still hold a copy of the
      * socket, and the set would go on reporting it under a number reused by then. */
     uint8_t *state = socket_state(t, fd, false);
-    if (state && (*state & SOCKET_IN_SET)) leave_set(t, fd, state);
-    if (state) *state = 0;
+    if (state) {
+        leave_set(t, fd, state);
+        *state = 0;
+    }
     return close(fd);
 }
 
