@@ -119,7 +119,7 @@ local function flush_now()
   local ok, err, pending = dn.flush(left)
   if not ok then
     ngx.log(ngx.ERR, "dukanext: worker exiting with ", tostring(pending),
-      " undelivered events (", tostring(err), " after ", state.flush_timeout, " s)")
+      " undelivered events (", tostring(err), ": flush_timeout is ", state.flush_timeout, " s)")
   end
 end
 
@@ -273,6 +273,8 @@ local function merge_set_cookie(names, lines)
 end
 
 function M.header_filter()
+  -- Most answers (assets, APIs without analytics) have no state: leave them alone.
+  if not ngx.ctx[CTX_STATE] and ngx.header[STATE_HEADER] == nil then return end
   local st = request_state()
   ngx.header[STATE_HEADER] = nil
   if #st.cookies == 0 then return end
