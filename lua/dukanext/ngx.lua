@@ -390,7 +390,7 @@ local function make_storage(attributes)
     end
     -- At once too, for a configuration without dnx.header_filter.
     merge_set_cookie({ [key] = true }, { line })
-    save_state(st)
+    if not st.emitting then save_state(st) end
   end
 
   return storage
@@ -440,11 +440,12 @@ function M.emit(event, metadata, fields)
     f.hasCustomerAccount = st.customer ~= nil
     f.customersId = st.customer or json.null
   end
+  -- The storage's writes are saved once, after emit.
+  st.emitting = true
   local ok, err = dn.emit(event, metadata, f)
-  if ok or (err and err:find("^SPOOL_ERROR")) then
-    st.emitted[event] = true
-    save_state(st)
-  end
+  st.emitting = false
+  if ok or (err and err:find("^SPOOL_ERROR")) then st.emitted[event] = true end
+  save_state(st)
   after_emit()
   return ok, err
 end
