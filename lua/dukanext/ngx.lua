@@ -308,7 +308,7 @@ package.loaded[IDENTIFY_KEY] = client_wide_identify
 local warned_identify = false
 
 dn.identify = function(...)
-  if not warned_identify and ngx.get_phase and REQUEST_PHASES[ngx.get_phase()] then
+  if not warned_identify and ngx and ngx.get_phase and REQUEST_PHASES[ngx.get_phase()] then
     warned_identify = true
     ngx.log(ngx.WARN, "dukanext: dn.identify() called while serving a request names that",
       " customer on the events of every visitor this worker serves after it (dnx.emit",
