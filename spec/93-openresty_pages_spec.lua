@@ -81,6 +81,23 @@ local function cookie_ids(cookies)
     session_lines = session_lines }
 end
 
+describe("dukanext.ngx loaded outside nginx", function()
+  it("leaves the client-wide dn.identify working (no ngx to warn through)", function()
+    local dn = helpers.dn()
+    local saved_ngx = _G.ngx
+    _G.ngx = nil
+    package.loaded["dukanext.ngx"] = nil
+    local ok, err = pcall(function()
+      require("dukanext.ngx")
+      dn.identify("c-outside")
+    end)
+    _G.ngx = saved_ngx
+    package.loaded["dukanext.ngx"] = nil
+    dn.reset()
+    assert(ok, err)
+  end)
+end)
+
 describe("README's OpenResty snippet across internal redirects, app cookies and logins", function()
   local collector, shop, tmp
 
