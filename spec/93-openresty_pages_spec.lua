@@ -186,12 +186,14 @@ describe("README's OpenResty snippet across internal redirects, app cookies and 
     assert.equals(first.userId, again[1].userId)
     assert.equals(first.sessionId, again[1].sessionId)
 
+    collector:reset()
     answer = openresty.get(shop, jar("append"), "/app-append/")
     assert.equals(200, answer.status)
     assert.same({ "dark", 1 }, { openresty.cookie(answer.cookies, "app_pref") })
     ids = cookie_ids(answer.cookies)
     assert.equals(1, ids.user_lines)
     assert.equals(1, ids.session_lines)
+    assert.equals(ids.user, openresty.settled_events(collector, 1)[1].userId)
   end)
 
   it("names the customer dnx.identify gives on that request's events only", function()
