@@ -209,6 +209,7 @@ bool dn_client_busy(const dn_client *c)
 dn_accept dn_client_can_accept(dn_client *c)
 {
     dn_hub_check_fork(c->hub);
+    if (c->hub->forks_before_pumping == dn_fork_generation() + 1) return DN_REFUSED_BEFORE_FORK;
     if (c->closed) return DN_REFUSED_CLOSED;
     if (!c->config.endpoint) return DN_REFUSED_NO_ENDPOINT;
     if (dn_client_pending(c) >= c->config.max_queue) {
@@ -375,6 +376,11 @@ void dn_hub_release(dn_hub *hub)
     dn_hub_check_fork(hub); /* frees what a parent left in a child */
     dn_transport_cleanup(&hub->transport);
     free(hub);
+}
+
+void dn_hub_mark_forks_before_pumping(dn_hub *hub)
+{
+    hub->forks_before_pumping = dn_fork_generation() + 1;
 }
 
 void dn_hub_check_fork(dn_hub *hub)

@@ -103,6 +103,9 @@ struct dn_hub {
     dn_report *reports_head, *reports_tail;
     /* Set when some client stopped being busy: the binding may release its anchor. */
     bool idle_clients;
+    /* 1 + the fork generation of a process that forks before it ever pumps (nginx's
+     * master); 0 when unmarked. Its children are not marked. */
+    unsigned forks_before_pumping;
 };
 
 dn_hub *dn_hub_new(void);
@@ -116,6 +119,10 @@ void dn_hub_wait(dn_hub *hub, int timeout_ms);
 dn_report *dn_hub_take_report(dn_hub *hub);
 /* Makes sure the hub does not carry a parent process's transfers. */
 void dn_hub_check_fork(dn_hub *hub);
+/* Marks this process as one that forks before it pumps: nothing it accepted would
+ * be delivered or reported, so its clients refuse events (DN_REFUSED_BEFORE_FORK)
+ * while the processes it forks accept them. */
+void dn_hub_mark_forks_before_pumping(dn_hub *hub);
 
 /* Takes ownership of config (also on failure). */
 dn_client *dn_client_new(dn_hub *hub, dn_config *config);
@@ -130,6 +137,7 @@ typedef enum dn_accept {
     DN_REFUSED_QUEUE_BYTES,
     DN_REFUSED_SPOOL_FULL,
     DN_REFUSED_NO_MEMORY,
+    DN_REFUSED_BEFORE_FORK, /* see dn_hub_mark_forks_before_pumping */
     /* Queued, but the spool could not keep it (client->spool_error says why): it is
      * delivered if the process lives, and lost if it does not. */
     DN_ACCEPTED_IN_MEMORY,

@@ -1254,6 +1254,10 @@ static int refuse_accept(lua_State *L, lclient *lc, dn_accept verdict)
                       (size_t)dn_spool_bytes(lc->core->spool));
     case DN_REFUSED_NO_MEMORY:
         return refuse(L, "OUT_OF_MEMORY", "no memory to queue the event");
+    case DN_REFUSED_BEFORE_FORK:
+        return refuse(L, "WRONG_PHASE",
+                      "nginx's master (init_by_lua) never sends events; emit from a worker: "
+                      "init_worker_by_lua, a request or a timer");
     case DN_ACCEPTED_IN_MEMORY:
         /* Queued all the same: it is delivered unless the process dies first. */
         return refuse(L, "SPOOL_ERROR", "%s (the event is queued in memory only)",
@@ -1697,6 +1701,24 @@ static void push_cjson(lua_State *L)
     lua_remove(L, cjson - 1);
 }
 
+/* nginx runs init_by_lua in its master, which then forks the workers and never runs
+ * Lua again to pump: an event accepted there would be neither delivered nor reported.
+ * A fresh Lua state is made for each (re)load of the configuration, so the phase seen
+ * when the module loads is the phase of the whole state. */
+static bool loaded_in_nginx_init_phase(lua_State *L)
+{
+    int top = lua_gettop(L);
+    bool init_phase = false;
+    lua_getglobal(L, "ngx");
+    if (lua_istable(L, -1)) {
+        lua_getfield(L, -1, "get_phase");
+        if (lua_isfunction(L, -1) && lua_pcall(L, 0, 1, 0) == 0 && lua_type(L, -1) == LUA_TSTRING)
+            init_phase = strcmp(lua_tostring(L, -1), "init") == 0;
+    }
+    lua_settop(L, top);
+    return init_phase;
+}
+
 /* The only symbol the module exports; everything else is hidden. */
 __attribute__((visibility("default"))) int luaopen_dukanext(lua_State *L);
 
@@ -1706,6 +1728,7 @@ int luaopen_dukanext(lua_State *L)
     dn_pin_module((void *)luaopen_dukanext);
     int base = lua_gettop(L);
     hub_box *hb = push_hub(L);
+    if (loaded_in_nginx_init_phase(L)) dn_hub_mark_forks_before_pumping(hb->hub);
     push_cjson(L);
     int upvalues = base + 1;
 

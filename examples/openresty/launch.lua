@@ -175,7 +175,7 @@ function Shop:_launch()
       .. "DUKANEXT_LUAJIT_CPATH", 0)
   end
   assert(run("mkdir -p " .. quote(self.prefix .. "/logs") .. " " .. quote(self.prefix .. "/tmp")))
-  local template = assert(read_file(M.EXAMPLE_DIR .. "/nginx.conf"))
+  local template = self.template or assert(read_file(M.EXAMPLE_DIR .. "/nginx.conf"))
   local started, output
   -- The free port may be taken between probing and nginx's bind: retry.
   for _ = 1, 5 do
@@ -205,14 +205,20 @@ function Shop:_launch()
   end
   self.pid = wait_until(5, function() return self:master_pid() end)
   if not self.pid then error("storefront: no pid file:\n" .. self:error_log_text(), 0) end
-  if not wait_until(5, function() return self:info() end) then
+  local function ready()
+    if self.ready_path then return M.get(self:url(self.ready_path), nil, 2) end
+    return self:info()
+  end
+  if not wait_until(5, ready) then
     error("storefront: nginx did not answer at " .. self.base .. ":\n" .. self:error_log_text(), 0)
   end
 end
 
 -- opts: endpoint (required), workers (2), session_timeout (1800),
 -- cookie_secure (true), port (a free one), cpath (M.luajit_cpath()), keep
--- (leave the folder).
+-- (leave the folder); template (a configuration with the same placeholders instead
+-- of the example's) and ready_path (answered once it serves; default
+-- /_storefront/info, which must answer 200).
 function M.start(opts)
   assert(opts and opts.endpoint, "storefront: endpoint is required")
   local ok, out = run("mktemp -d \"${TMPDIR:-/tmp}/dukanext-storefront.XXXXXX\"")
@@ -231,6 +237,8 @@ function M.start(opts)
     cookie_secure = opts.cookie_secure ~= false,
     fixed_port = opts.port,
     cpath = opts.cpath or M.luajit_cpath(),
+    template = opts.template,
+    ready_path = opts.ready_path,
     -- As root, nginx would run workers as "nobody", who can't write the 0700 folder.
     root = trim(uid) == "0",
     keep = opts.keep or os.getenv("DN_KEEP_STOREFRONT") ~= nil,
