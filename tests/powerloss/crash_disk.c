@@ -67,7 +67,7 @@ static char *root;
 static size_t root_len;
 static bool recording;
 static int fd_node[MAX_FDS]; /* 1 + the node an open descriptor refers to; 0 untracked */
-static size_t folder_syncs, file_syncs, unlinks;
+static size_t folder_syncs, file_syncs, unlinks, writes;
 
 static void *must_alloc(void *p)
 {
@@ -313,7 +313,7 @@ void crash_disk_forget(void)
     model_free(&live);
     free(root);
     root = NULL;
-    folder_syncs = file_syncs = unlinks = 0;
+    folder_syncs = file_syncs = unlinks = writes = 0;
 }
 
 size_t crash_disk_ops(void)
@@ -334,6 +334,11 @@ size_t crash_disk_file_syncs(void)
 size_t crash_disk_unlinks(void)
 {
     return unlinks;
+}
+
+size_t crash_disk_writes(void)
+{
+    return writes;
 }
 
 /* The libc calls, as the linker's --wrap hands them to us. */
@@ -408,6 +413,7 @@ ssize_t __wrap_write(int fd, const void *data, size_t len)
     if (n <= 0 || node_id < 0) return n;
     /* After the write the position is its end, with O_APPEND or without. */
     off_t end = lseek(fd, 0, SEEK_CUR);
+    writes++;
     uint8_t *copy = must_alloc(malloc((size_t)n));
     memcpy(copy, data, (size_t)n);
     record((op){.kind = OP_WRITE,

@@ -36,11 +36,12 @@ void crash_disk_forget(void);
 
 /* Operations recorded so far: the crash points are 0 (before the first) to this. */
 size_t crash_disk_ops(void);
-/* How many of them were syncs of a folder, of a file, and removals: a run checks
- * that the seam saw the core's calls at all. */
+/* How many of them were syncs of a folder, of a file, removals and writes: a run
+ * checks that the seam saw the core's calls, and that it did what it meant to. */
 size_t crash_disk_folder_syncs(void);
 size_t crash_disk_file_syncs(void);
 size_t crash_disk_unlinks(void);
+size_t crash_disk_writes(void);
 
 /* Lays down in out_root (an existing empty folder) the disk a power cut could leave
  * after the first `point` operations; state picks the choices (see above), seed

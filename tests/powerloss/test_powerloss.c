@@ -101,6 +101,9 @@ typedef struct run {
 
 static int slow = 1;
 static size_t states_checked, failures;
+/* Events that came back although marked done before the crash (their DONE record
+ * lost): allowed, since they are sent again under their first key, but counted. */
+static size_t done_replayed;
 static const char *program;
 static bool keep_folders;
 
@@ -136,6 +139,22 @@ static bool make_temp_dir(char *out, size_t size, const char *what)
     if (!tmp || !*tmp) tmp = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
     snprintf(out, size, "%s/dn-powerloss-%s-XXXXXX", tmp, what);
     return mkdtemp(out) != NULL;
+}
+
+/* The spool names each writer with random bytes, and the order of the names decides
+ * the order in which several dead writers are adopted: for a crash state to come back
+ * the same from its seed, the names come from the seed. The core's calls of
+ * dn_random_fill reach this through the linker's --wrap too. */
+static uint64_t name_stream;
+static size_t names_drawn;
+
+bool __wrap_dn_random_fill(void *buf, size_t len);
+bool __wrap_dn_random_fill(void *buf, size_t len)
+{
+    uint8_t *out = buf;
+    names_drawn++;
+    for (size_t i = 0; i < len; i++) out[i] = (uint8_t)next_random(&name_stream);
+    return true;
 }
 
 /* Events: the key names the event, so a replayed one tells which it is. */
@@ -267,17 +286,22 @@ static void script_spool(run *r)
     spool_tick(r);
     for (size_t n = 0; n < 12; n++)
         if (n != 3) spool_done(r, n);
-    size_t unlinks = crash_disk_unlinks();
+    /* Removes the done segments and compacts the one where event 3 is pending: its
+     * record is written anew (a tick writes nothing else) and the segment removed. */
+    size_t unlinks = crash_disk_unlinks(), writes = crash_disk_writes();
     spool_tick(r);
     spool_tick(r);
-    if (crash_disk_unlinks() == unlinks) run_failed(r, "the script removed no segment");
+    if (crash_disk_unlinks() == unlinks || crash_disk_writes() == writes)
+        run_failed(r, "the script removed or compacted no segment");
     for (size_t n = 12; n < 20; n++) spool_append(r, 200 + 131 * n % 700);
     spool_tick(r);
     spool_done(r, 12);
     spool_done(r, 13);
     spool_die(r);
-    spool_restart(r);
+    unlinks = crash_disk_unlinks();
+    spool_restart(r); /* adopts the dead writer: copies its events, removes its files */
     if (r->failed) return;
+    if (crash_disk_unlinks() == unlinks) run_failed(r, "the script adopted nothing");
     spool_done(r, 3);
     spool_done(r, 14);
     for (size_t n = 20; n < 28; n++) spool_append(r, 100 + 211 * n % 900);
@@ -375,6 +399,8 @@ static bool run_record(run *r, run_kind kind, uint64_t seed)
     }
     snprintf(r->spool_dir, sizeof r->spool_dir, "%s/spool", r->root);
     snprintf(r->store_path, sizeof r->store_path, "%s/visitor.json", r->root);
+    name_stream = seed;
+    names_drawn = 0;
     crash_disk_record(r->root);
     if (kind == RUN_SCRIPT_FILE || kind == RUN_RANDOM_FILE) {
         r->store = dn_file_store_new(r->store_path);
@@ -396,6 +422,8 @@ static bool run_record(run *r, run_kind kind, uint64_t seed)
     /* A seam that saw nothing would make every crash state pass. */
     if (!r->failed && crash_disk_file_syncs() == 0)
         run_failed(r, "no file sync was recorded: the --wrap seam is not in place");
+    if (!r->failed && r->kind != RUN_SCRIPT_FILE && r->kind != RUN_RANDOM_FILE && names_drawn == 0)
+        run_failed(r, "writer names were not drawn from the seed: wrap what the spool calls");
     return !r->failed;
 }
 
@@ -407,6 +435,8 @@ typedef struct recovery {
     size_t seen[MAX_EVENTS + 2];
     size_t extra;  /* events that came back but were never appended before the crash */
     bool mismatch; /* an event came back with other bytes than appended */
+    size_t last;   /* 1 + the last event replayed */
+    bool out_of_order;
 } recovery;
 
 static void note_recovered(void *ud, const dn_spool_event *ev)
@@ -419,6 +449,13 @@ static void note_recovered(void *ud, const dn_spool_event *ev)
     }
     rc->seen[n]++;
     if (n < rc->r->event_count && !same_event(&rc->r->events[n], ev)) rc->mismatch = true;
+    /* Each run appends its events one writer after another, so the order they were
+     * first appended in is the order of their numbers. An event marked done before
+     * the crash whose DONE record was lost is a copy sent again, with no place of its
+     * own in the order. */
+    if (n < rc->r->event_count && rc->r->events[n].done_at < rc->point) return;
+    if (n + 1 <= rc->last) rc->out_of_order = true;
+    rc->last = n + 1;
 }
 
 /* The crash state being checked, named once before the first promise it broke. */
@@ -445,9 +482,10 @@ static __attribute__((format(printf, 1, 2))) void broke(const char *fmt, ...)
 
 static void report_state(run *r, size_t point, int state)
 {
-    fprintf(stderr, "  crash after %zu of %zu operations, state %d; the last ones:\n", point,
-            crash_disk_ops(), state);
-    crash_disk_print_ops(point > 6 ? point - 6 : 0, point);
+    /* All of them when reproducing one state; the last few in a long run. */
+    fprintf(stderr, "  crash after %zu of %zu operations, state %d; %s:\n", point, crash_disk_ops(),
+            state, keep_folders ? "the operations" : "the last ones");
+    crash_disk_print_ops(keep_folders || point < 6 ? 0 : point - 6, point);
     fprintf(stderr, "  reproduce with: %s --run %s --seed %" PRIu64 " --point %zu --state %d\n",
             program, run_names[r->kind], r->seed, point, state);
 }
@@ -477,9 +515,14 @@ static bool recover_spool(run *r, size_t point, const char *dir)
             broke("event %zu came back %zu times", n, rc.seen[n]);
             ok = false;
         }
+        if (rc.seen[n] && e->done_at < point) done_replayed++;
     }
     if (rc.extra || rc.mismatch) {
         broke("an event came back that was never appended, or with other bytes");
+        ok = false;
+    }
+    if (rc.out_of_order) {
+        broke("events came back out of the order they were appended in");
         ok = false;
     }
     /* The folder takes new events after the crash, and they replay with the rest. */
@@ -505,6 +548,10 @@ static bool recover_spool(run *r, size_t point, const char *dir)
                   expected);
             ok = false;
         }
+    }
+    if (again.out_of_order) {
+        broke("events came back out of order after a restart");
+        ok = false;
     }
     return ok;
 }
@@ -581,6 +628,7 @@ static bool check_state(run *r, size_t point, int state)
         failures++;
         return false;
     }
+    name_stream = r->seed ^ point * 0x100000001b3ull ^ (uint64_t)state << 32;
     current.r = r;
     current.point = point;
     current.state = state;
@@ -701,6 +749,8 @@ int main(int argc, char **argv)
     for (int i = 0; i < 20 * slow; i++) check_some_points(RUN_RANDOM_SPOOL, 1000 + (uint64_t)i, 20);
     for (int i = 0; i < 10 * slow; i++) check_some_points(RUN_RANDOM_FILE, 5000 + (uint64_t)i, 10);
 
-    printf("powerloss: %zu crash states checked, %zu broke a promise\n", states_checked, failures);
+    printf("powerloss: %zu crash states checked, %zu broke a promise; %zu events marked done "
+           "came back (sent again under their first key)\n",
+           states_checked, failures, done_replayed);
     return failures ? 1 : 0;
 }
