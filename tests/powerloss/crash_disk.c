@@ -1,5 +1,6 @@
 #include "crash_disk.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -60,14 +61,21 @@ typedef struct model {
     size_t count, cap;
 } model;
 
-static op *ops;
-static size_t op_count, op_cap;
-static model live; /* the folder as the recorded operations left it, to resolve names */
-static char *root;
-static size_t root_len;
+/* The operations recorded under root, and the folder as they left it (to resolve
+ * names while recording). */
+struct crash_record {
+    op *ops;
+    size_t op_count, op_cap;
+    model live;
+    char *root;
+    size_t root_len;
+    size_t first_point; /* operations that laid down what root held when recording began */
+    size_t folder_syncs, file_syncs, unlinks, writes;
+};
+
+static crash_record rec;
 static bool recording;
 static int fd_node[MAX_FDS]; /* 1 + the node an open descriptor refers to; 0 untracked */
-static size_t folder_syncs, file_syncs, unlinks, writes;
 
 static void *must_alloc(void *p)
 {
@@ -173,7 +181,7 @@ static void node_resize(node *n, size_t len)
 
 static void model_apply(model *m, size_t op_index)
 {
-    const op *o = &ops[op_index];
+    const op *o = &rec.ops[op_index];
     switch (o->kind) {
     case OP_CREATE:
     case OP_MKDIR:
@@ -222,10 +230,10 @@ static void model_apply(model *m, size_t op_index)
 
 static void record(op o)
 {
-    grow((void **)&ops, &op_cap, op_count + 1, sizeof *ops);
-    ops[op_count] = o;
-    model_apply(&live, op_count);
-    op_count++;
+    grow((void **)&rec.ops, &rec.op_cap, rec.op_count + 1, sizeof *rec.ops);
+    rec.ops[rec.op_count] = o;
+    model_apply(&rec.live, rec.op_count);
+    rec.op_count++;
 }
 
 static char *copy_name(const char *name)
@@ -233,8 +241,8 @@ static char *copy_name(const char *name)
     return name ? must_alloc(strdup(name)) : NULL;
 }
 
-/* Where a path leads under root: the folder that holds its last part (dir, name) and
- * the node it names now (-1 when none), or the root itself (dir -1, node 0). */
+/* Where a path leads under the root: the folder that holds its last part (dir, name)
+ * and the node it names now (-1 when none), or the root itself (dir -1, node 0). */
 typedef struct target {
     int dir;
     char name[256];
@@ -246,13 +254,14 @@ static bool resolve(int dirfd, const char *path, target *t)
     int at = 0;
     const char *rel;
     if (path[0] == '/') {
-        if (strncmp(path, root, root_len) != 0 || (path[root_len] != '/' && path[root_len] != '\0'))
+        if (strncmp(path, rec.root, rec.root_len) != 0 ||
+            (path[rec.root_len] != '/' && path[rec.root_len] != '\0'))
             return false;
-        rel = path + root_len;
+        rel = path + rec.root_len;
     } else {
         if (dirfd < 0 || dirfd >= MAX_FDS || fd_node[dirfd] == 0) return false;
         at = fd_node[dirfd] - 1;
-        if (!live.nodes[at].is_dir) return false;
+        if (!rec.live.nodes[at].is_dir) return false;
         rel = path;
     }
     while (*rel == '/') rel++;
@@ -269,13 +278,13 @@ static bool resolve(int dirfd, const char *path, target *t)
         t->name[len] = '\0';
         while (slash && slash[1] == '/') slash++;
         if (!slash || slash[1] == '\0') break;
-        int next = entries_node(&live.nodes[at].now_entries, t->name);
-        if (next < 0 || !live.nodes[next].is_dir) return false;
+        int next = entries_node(&rec.live.nodes[at].now_entries, t->name);
+        if (next < 0 || !rec.live.nodes[next].is_dir) return false;
         at = next;
         rel = slash + 1;
     }
     t->dir = at;
-    t->node = entries_node(&live.nodes[at].now_entries, t->name);
+    t->node = entries_node(&rec.live.nodes[at].now_entries, t->name);
     return true;
 }
 
@@ -284,13 +293,51 @@ static int tracked(int fd)
     return recording && fd >= 0 && fd < MAX_FDS ? fd_node[fd] - 1 : -1;
 }
 
+/* What root holds when recording begins is recorded first, as made and synced: the
+ * disk a power cut left, from which the next run starts. */
+static void import_tree(int dir, const char *path)
+{
+    DIR *d = opendir(path);
+    if (!d) return;
+    struct dirent *found;
+    while ((found = readdir(d)) != NULL) {
+        if (strcmp(found->d_name, ".") == 0 || strcmp(found->d_name, "..") == 0) continue;
+        char child[4096];
+        int len = snprintf(child, sizeof child, "%s/%s", path, found->d_name);
+        struct stat st;
+        if (len < 0 || (size_t)len >= sizeof child || lstat(child, &st) != 0) continue;
+        int id = (int)rec.live.count;
+        if (S_ISDIR(st.st_mode)) {
+            record(
+                (op){.kind = OP_MKDIR, .node = id, .dir = dir, .name = copy_name(found->d_name)});
+            import_tree(id, child);
+        } else if (S_ISREG(st.st_mode)) {
+            record(
+                (op){.kind = OP_CREATE, .node = id, .dir = dir, .name = copy_name(found->d_name)});
+            uint8_t *bytes = st.st_size ? must_alloc(malloc((size_t)st.st_size)) : NULL;
+            FILE *f = fopen(child, "rb");
+            size_t got = f && bytes ? fread(bytes, 1, (size_t)st.st_size, f) : 0;
+            if (f) fclose(f);
+            if (got)
+                record((op){.kind = OP_WRITE, .node = id, .len = got, .data = bytes});
+            else
+                free(bytes);
+            record((op){.kind = OP_SYNC, .node = id});
+        }
+    }
+    closedir(d);
+    record((op){.kind = OP_SYNC, .node = dir});
+}
+
 void crash_disk_record(const char *folder)
 {
     crash_disk_forget();
-    root = must_alloc(strdup(folder));
-    root_len = strlen(root);
-    while (root_len > 1 && root[root_len - 1] == '/') root[--root_len] = '\0';
-    model_init(&live);
+    rec.root = must_alloc(strdup(folder));
+    rec.root_len = strlen(rec.root);
+    while (rec.root_len > 1 && rec.root[rec.root_len - 1] == '/') rec.root[--rec.root_len] = '\0';
+    model_init(&rec.live);
+    import_tree(0, rec.root);
+    rec.first_point = rec.op_count;
     recording = true;
 }
 
@@ -302,43 +349,63 @@ void crash_disk_stop(void)
 void crash_disk_forget(void)
 {
     recording = false;
-    for (size_t i = 0; i < op_count; i++) {
-        free(ops[i].name);
-        free(ops[i].to_name);
-        free(ops[i].data);
+    for (size_t i = 0; i < rec.op_count; i++) {
+        free(rec.ops[i].name);
+        free(rec.ops[i].to_name);
+        free(rec.ops[i].data);
     }
-    free(ops);
-    ops = NULL;
-    op_count = op_cap = 0;
-    model_free(&live);
-    free(root);
-    root = NULL;
-    folder_syncs = file_syncs = unlinks = writes = 0;
+    free(rec.ops);
+    rec.ops = NULL;
+    rec.op_count = rec.op_cap = 0;
+    model_free(&rec.live);
+    free(rec.root);
+    memset(&rec, 0, sizeof rec);
+}
+
+crash_record *crash_disk_set_aside(void)
+{
+    crash_record *saved = must_alloc(malloc(sizeof *saved));
+    *saved = rec;
+    memset(&rec, 0, sizeof rec);
+    recording = false;
+    return saved;
+}
+
+void crash_disk_take_back(crash_record *saved)
+{
+    crash_disk_forget();
+    rec = *saved;
+    free(saved);
+}
+
+size_t crash_disk_first_point(void)
+{
+    return rec.first_point;
 }
 
 size_t crash_disk_ops(void)
 {
-    return op_count;
+    return rec.op_count;
 }
 
 size_t crash_disk_folder_syncs(void)
 {
-    return folder_syncs;
+    return rec.folder_syncs;
 }
 
 size_t crash_disk_file_syncs(void)
 {
-    return file_syncs;
+    return rec.file_syncs;
 }
 
 size_t crash_disk_unlinks(void)
 {
-    return unlinks;
+    return rec.unlinks;
 }
 
 size_t crash_disk_writes(void)
 {
-    return writes;
+    return rec.writes;
 }
 
 /* The libc calls, as the linker's --wrap hands them to us. */
@@ -373,9 +440,9 @@ static int open_tracked(int dirfd, const char *path, int flags, mode_t mode)
     if (!under_root || fd < 0) return fd;
     int node_id = t.node;
     if (node_id < 0 && (flags & O_CREAT)) {
-        node_id = (int)live.count;
+        node_id = (int)rec.live.count;
         record((op){.kind = OP_CREATE, .node = node_id, .dir = t.dir, .name = copy_name(t.name)});
-    } else if (node_id >= 0 && (flags & O_TRUNC) && !live.nodes[node_id].is_dir) {
+    } else if (node_id >= 0 && (flags & O_TRUNC) && !rec.live.nodes[node_id].is_dir) {
         record((op){.kind = OP_TRUNCATE, .node = node_id, .offset = 0});
     }
     if (node_id >= 0 && fd < MAX_FDS) fd_node[fd] = node_id + 1;
@@ -413,7 +480,7 @@ ssize_t __wrap_write(int fd, const void *data, size_t len)
     if (n <= 0 || node_id < 0) return n;
     /* After the write the position is its end, with O_APPEND or without. */
     off_t end = lseek(fd, 0, SEEK_CUR);
-    writes++;
+    rec.writes++;
     uint8_t *copy = must_alloc(malloc((size_t)n));
     memcpy(copy, data, (size_t)n);
     record((op){.kind = OP_WRITE,
@@ -439,10 +506,10 @@ static int note_sync(int fd)
 {
     int node_id = tracked(fd);
     if (node_id >= 0) {
-        if (live.nodes[node_id].is_dir)
-            folder_syncs++;
+        if (rec.live.nodes[node_id].is_dir)
+            rec.folder_syncs++;
         else
-            file_syncs++;
+            rec.file_syncs++;
         record((op){.kind = OP_SYNC, .node = node_id});
     }
     if (fcntl(fd, F_GETFD) < 0) return -1; /* EBADF, as the real call would say */
@@ -492,7 +559,7 @@ int __wrap_unlinkat(int dirfd, const char *path, int flags)
     bool under_root = recording && resolve(dirfd, path, &t);
     int rc = __real_unlinkat(dirfd, path, flags);
     if (rc == 0 && under_root && t.dir >= 0) {
-        unlinks++;
+        rec.unlinks++;
         record((op){.kind = OP_UNLINK, .dir = t.dir, .name = copy_name(t.name)});
     }
     return rc;
@@ -509,8 +576,10 @@ int __wrap_mkdirat(int dirfd, const char *path, mode_t mode)
     bool under_root = recording && resolve(dirfd, path, &t);
     int rc = __real_mkdirat(dirfd, path, mode);
     if (rc == 0 && under_root && t.dir >= 0)
-        record((op){
-            .kind = OP_MKDIR, .node = (int)live.count, .dir = t.dir, .name = copy_name(t.name)});
+        record((op){.kind = OP_MKDIR,
+                    .node = (int)rec.live.count,
+                    .dir = t.dir,
+                    .name = copy_name(t.name)});
     return rc;
 }
 
@@ -548,7 +617,7 @@ static void crash_file(const node *n, int node_id, const choices *c, uint8_t **o
 {
     size_t cap = n->synced_len, size = n->synced_len;
     for (size_t i = 0; i < n->unsynced_count; i++) {
-        const op *o = &ops[n->unsynced[i]];
+        const op *o = &rec.ops[n->unsynced[i]];
         size_t end = o->kind == OP_WRITE ? (size_t)(o->offset + o->len) : (size_t)o->offset;
         if (end > cap) cap = end;
     }
@@ -560,7 +629,7 @@ static void crash_file(const node *n, int node_id, const choices *c, uint8_t **o
     sizes[size_count++] = size;
     for (size_t i = 0; i < n->unsynced_count; i++) {
         size_t op_index = n->unsynced[i];
-        const op *o = &ops[op_index];
+        const op *o = &rec.ops[op_index];
         if (o->kind == OP_TRUNCATE) {
             size = (size_t)o->offset;
             if (kept(c, op_index, 0)) memset(bytes + size, 0, cap - size);
@@ -593,7 +662,7 @@ static void crash_entries(const node *n, int dir, const choices *c, entries *out
     entries_copy(out, &n->synced_entries);
     for (size_t i = 0; i < n->unsynced_count; i++) {
         size_t op_index = n->unsynced[i];
-        const op *o = &ops[op_index];
+        const op *o = &rec.ops[op_index];
         if (!kept(c, op_index, 0)) continue;
         switch (o->kind) {
         case OP_CREATE:
@@ -657,7 +726,7 @@ bool crash_disk_build(size_t point, int state, uint64_t seed, const char *out_ro
     recording = false;
     model m;
     model_init(&m);
-    for (size_t i = 0; i < point && i < op_count; i++) model_apply(&m, i);
+    for (size_t i = 0; i < point && i < rec.op_count; i++) model_apply(&m, i);
     choices c = {state, seed};
     bool ok = lay_down(&m, 0, &c, out_root);
     model_free(&m);
@@ -669,8 +738,8 @@ void crash_disk_print_ops(size_t from, size_t to)
 {
     static const char *const kinds[] = {"create", "mkdir",  "write", "truncate",
                                         "sync",   "rename", "unlink"};
-    for (size_t i = from; i < to && i < op_count; i++) {
-        const op *o = &ops[i];
+    for (size_t i = from; i < to && i < rec.op_count; i++) {
+        const op *o = &rec.ops[i];
         fprintf(stderr, "    op %zu: %s", i, kinds[o->kind]);
         if (o->name) fprintf(stderr, " %s", o->name);
         if (o->to_name) fprintf(stderr, " -> %s", o->to_name);

@@ -28,14 +28,24 @@ enum {
     /* 2 and up: each change (each sector of a write) kept or lost at random */
 };
 
-/* Begins recording the operations under root, an existing empty folder. */
+/* Begins recording the operations under root, an existing folder. What it holds is
+ * taken as on disk, synced: recorded first, as the operations before the first crash
+ * point. */
 void crash_disk_record(const char *root);
 /* Stops recording; the record stays until crash_disk_forget. */
 void crash_disk_stop(void);
 void crash_disk_forget(void);
 
-/* Operations recorded so far: the crash points are 0 (before the first) to this. */
+/* The record put aside while another is made (of a recovery from one of its crash
+ * states), and taken back afterwards, the other forgotten. */
+typedef struct crash_record crash_record;
+crash_record *crash_disk_set_aside(void);
+void crash_disk_take_back(crash_record *saved);
+
+/* Operations recorded so far: the crash points are crash_disk_first_point() (0 when
+ * root was empty) to this. */
 size_t crash_disk_ops(void);
+size_t crash_disk_first_point(void);
 /* How many of them were syncs of a folder, of a file, removals and writes: a run
  * checks that the seam saw the core's calls, and that it did what it meant to. */
 size_t crash_disk_folder_syncs(void);

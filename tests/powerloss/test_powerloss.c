@@ -5,14 +5,16 @@
  *   - spool, "always": every event whose append returned is replayed; "interval":
  *     every event appended before the last group commit (a tick) that completed;
  *     nothing is replayed that was never appended, each event under its own key,
- *     once; the folder takes new events, which replay too;
+ *     once, in the order appended; the folder takes new events, which replay too.
+ *     In the random states the power goes again during the recovery, and the
+ *     recovery from that keeps the same promises and those of the first;
  *   - file_storage: the file holds the records of the last set that returned, or of
  *     the set under way, never a mix or garbage; the visitor id, once set, stays.
  *
  *   test_powerloss                     the scripted runs at every crash point, plus
  *                                      seeded random runs (DUKANEXT_SLOW=1: 100x more)
  *   test_powerloss --run R --seed S --point P --state V
- *                                      one crash state, the folder kept for a look */
+ *                                      one crash state, the folders kept for a look */
 #include "crash_disk.h"
 #include "file_store.h"
 #include "folders.h"
@@ -429,11 +431,49 @@ static bool run_record(run *r, run_kind kind, uint64_t seed)
 
 /* Checking one crash state. */
 
+#define FRESH     2 /* events each recovery appends, to show the folder still takes them */
+#define MAX_KNOWN (MAX_EVENTS + 2 * FRESH)
+
+/* What a crash state must and may give back, per event number: the run's events,
+ * then those each recovery appended. */
+typedef struct expect {
+    size_t count;
+    bool must[MAX_KNOWN]; /* promised before the crash and not marked done */
+    bool may[MAX_KNOWN];  /* its append began before the crash */
+    bool done[MAX_KNOWN]; /* marked done before the crash: may come back, as a copy */
+} expect;
+
+static void expect_from_run(const run *r, size_t point, expect *x)
+{
+    memset(x, 0, sizeof *x);
+    x->count = r->event_count;
+    for (size_t n = 0; n < r->event_count; n++) {
+        const emitted *e = &r->events[n];
+        x->done[n] = e->done_at < point;
+        x->must[n] = e->promised_at <= point && !x->done[n];
+        x->may[n] = e->begun_at < point;
+    }
+}
+
+/* The event numbered n: the run's, or one a recovery appended. */
+static void event_numbered(const run *r, size_t n, emitted *out)
+{
+    if (n < r->event_count)
+        *out = r->events[n];
+    else
+        make_event(out, n, 100 + 400 * (n % 2), 1);
+}
+
+/* Operation counts of a recovery's own appends: when each began and returned. */
+typedef struct fresh_appends {
+    size_t begun[FRESH], acked[FRESH];
+} fresh_appends;
+
 typedef struct recovery {
-    run *r;
-    size_t point;
-    size_t seen[MAX_EVENTS + 2];
-    size_t extra;  /* events that came back but were never appended before the crash */
+    const run *r;
+    const expect *x;
+    size_t seen[MAX_KNOWN];
+    size_t extra;  /* events that came back but were never appended */
     bool mismatch; /* an event came back with other bytes than appended */
     size_t last;   /* 1 + the last event replayed */
     bool out_of_order;
@@ -443,34 +483,45 @@ static void note_recovered(void *ud, const dn_spool_event *ev)
 {
     recovery *rc = ud;
     size_t n = key_event(ev->idempotency_key);
-    if (n >= rc->r->event_count + 2) {
+    if (n >= rc->x->count) {
         rc->extra++;
         return;
     }
     rc->seen[n]++;
-    if (n < rc->r->event_count && !same_event(&rc->r->events[n], ev)) rc->mismatch = true;
+    static emitted e;
+    event_numbered(rc->r, n, &e);
+    if (!same_event(&e, ev)) rc->mismatch = true;
     /* Each run appends its events one writer after another, so the order they were
      * first appended in is the order of their numbers. An event marked done before
      * the crash whose DONE record was lost is a copy sent again, with no place of its
      * own in the order. */
-    if (n < rc->r->event_count && rc->r->events[n].done_at < rc->point) return;
+    if (rc->x->done[n]) return;
     if (n + 1 <= rc->last) rc->out_of_order = true;
     rc->last = n + 1;
 }
 
 /* The crash state being checked, named once before the first promise it broke. */
 static struct {
-    run *r;
+    const run *r;
     size_t point;
     int state;
+    bool again; /* a second crash, in the recovery from the first */
+    size_t again_point, again_ops;
+    int again_state;
     bool named;
 } current;
 
 static __attribute__((format(printf, 1, 2))) void broke(const char *fmt, ...)
 {
-    if (!current.named)
+    if (!current.named) {
         fprintf(stderr, "%s seed %" PRIu64 ", crash point %zu, state %d: a promise broke\n",
                 run_names[current.r->kind], current.r->seed, current.point, current.state);
+        if (current.again)
+            fprintf(stderr,
+                    "  after a second crash in the recovery, after %zu of its %zu "
+                    "operations, state %d\n",
+                    current.again_point, current.again_ops, current.again_state);
+    }
     current.named = true;
     va_list ap;
     va_start(ap, fmt);
@@ -480,7 +531,7 @@ static __attribute__((format(printf, 1, 2))) void broke(const char *fmt, ...)
     va_end(ap);
 }
 
-static void report_state(run *r, size_t point, int state)
+static void report_state(const run *r, size_t point, int state)
 {
     /* All of them when reproducing one state; the last few in a long run. */
     fprintf(stderr, "  crash after %zu of %zu operations, state %d; %s:\n", point, crash_disk_ops(),
@@ -490,59 +541,86 @@ static void report_state(run *r, size_t point, int state)
             program, run_names[r->kind], r->seed, point, state);
 }
 
-/* Recovers from the disk in dir; false with the reason printed when a promise broke. */
-static bool recover_spool(run *r, size_t point, const char *dir)
+static bool check_replay(const recovery *rc)
 {
-    char spool_dir[512];
-    snprintf(spool_dir, sizeof spool_dir, "%s/spool", dir);
-    recovery rc = {.r = r, .point = point};
-    dn_spool *s;
-    if (!spool_open(r, &s, spool_dir, DN_SPOOL_SYNC_ALWAYS)) return false;
-    dn_spool_replay(s, note_recovered, &rc);
     bool ok = true;
-    for (size_t n = 0; n < r->event_count; n++) {
-        const emitted *e = &r->events[n];
-        bool promised = e->promised_at <= point && !(e->done_at < point);
-        if (promised && rc.seen[n] == 0) {
-            broke("event %zu was promised (at %zu) but is lost", n, e->promised_at);
+    for (size_t n = 0; n < rc->x->count; n++) {
+        if (rc->x->must[n] && rc->seen[n] == 0) {
+            broke("event %zu was promised before the crash but is lost", n);
             ok = false;
         }
-        if (rc.seen[n] > 0 && e->begun_at >= point) {
+        if (rc->seen[n] > 0 && !rc->x->may[n]) {
             broke("event %zu came back, but its append began after the crash", n);
             ok = false;
         }
-        if (rc.seen[n] > 1) {
-            broke("event %zu came back %zu times", n, rc.seen[n]);
+        if (rc->seen[n] > 1) {
+            broke("event %zu came back %zu times", n, rc->seen[n]);
             ok = false;
         }
-        if (rc.seen[n] && e->done_at < point) done_replayed++;
     }
-    if (rc.extra || rc.mismatch) {
+    if (rc->extra || rc->mismatch) {
         broke("an event came back that was never appended, or with other bytes");
         ok = false;
     }
-    if (rc.out_of_order) {
+    if (rc->out_of_order) {
         broke("events came back out of the order they were appended in");
         ok = false;
     }
+    return ok;
+}
+
+/* Recovers from the disk in dir: replays and checks against x, appends FRESH events
+ * (numbered from x->count), closes, and checks that a restart replays them all again.
+ * False with the reason printed when a promise broke. */
+static bool recover_spool(const run *r, const expect *x, const char *dir, fresh_appends *fresh)
+{
+    char spool_dir[512];
+    snprintf(spool_dir, sizeof spool_dir, "%s/spool", dir);
+    recovery rc = {.r = r, .x = x};
+    dn_spool_options options = {.dir = spool_dir,
+                                .sync = DN_SPOOL_SYNC_ALWAYS,
+                                .interval_ms = INTERVAL_MS,
+                                .segment_bytes = SEGMENT_BYTES};
+    char err[256];
+    dn_spool *s = dn_spool_open(&options, err, sizeof err);
+    if (!s) {
+        broke("the folder does not open after the crash: %s", err);
+        return false;
+    }
+    dn_spool_replay(s, note_recovered, &rc);
+    bool ok = check_replay(&rc);
+    for (size_t n = 0; n < x->count; n++)
+        if (rc.seen[n] && x->done[n]) done_replayed++;
     /* The folder takes new events after the crash, and they replay with the rest. */
-    emitted fresh[2];
-    for (size_t i = 0; i < 2; i++) {
-        make_event(&fresh[i], r->event_count + i, 100 + 400 * i, 1);
+    for (size_t i = 0; i < FRESH; i++) {
+        static emitted e;
+        event_numbered(r, x->count + i, &e);
         uint64_t id;
-        if (dn_spool_append(s, fresh[i].key, fresh[i].body, fresh[i].body_len, NULL, 0, NULL, 0,
-                            &id) != DN_SPOOL_OK) {
+        fresh->begun[i] = crash_disk_ops();
+        fresh->acked[i] = NOT_YET;
+        if (dn_spool_append(s, e.key, e.body, e.body_len, e.user_agent_len ? e.user_agent : NULL,
+                            e.user_agent_len, NULL, 0, &id) == DN_SPOOL_OK) {
+            fresh->acked[i] = crash_disk_ops();
+        } else {
             broke("an append after recovery failed: %s", dn_spool_error(s));
             ok = false;
         }
     }
     dn_spool_close(s);
-    recovery again = {.r = r, .point = point};
-    if (!spool_open(r, &s, spool_dir, DN_SPOOL_SYNC_ALWAYS)) return false;
+    static expect all;
+    all = *x;
+    all.count = x->count + FRESH;
+    for (size_t i = 0; i < FRESH; i++) all.must[x->count + i] = all.may[x->count + i] = true;
+    recovery again = {.r = r, .x = &all};
+    s = dn_spool_open(&options, err, sizeof err);
+    if (!s) {
+        broke("the folder does not open again after recovery: %s", err);
+        return false;
+    }
     dn_spool_replay(s, note_recovered, &again);
     dn_spool_close(s);
-    for (size_t n = 0; n < r->event_count + 2; n++) {
-        size_t expected = n < r->event_count ? rc.seen[n] : 1;
+    for (size_t n = 0; n < all.count; n++) {
+        size_t expected = n < x->count ? rc.seen[n] : 1;
         if (again.seen[n] != expected) {
             broke("event %zu replayed %zu times after a restart, not %zu", n, again.seen[n],
                   expected);
@@ -553,6 +631,51 @@ static bool recover_spool(run *r, size_t point, const char *dir)
         broke("events came back out of order after a restart");
         ok = false;
     }
+    return ok;
+}
+
+/* The recovery from a crash state, itself cut by a power failure: recorded, then one
+ * of its crash states recovered in turn. What the first crash promised stays
+ * promised; the recovery's own appends are promised once acknowledged. */
+static bool recover_spool_twice(const run *r, const expect *x, const char *dir, uint64_t pick)
+{
+    crash_record *first = crash_disk_set_aside();
+    crash_disk_record(dir);
+    fresh_appends fresh;
+    bool ok = recover_spool(r, x, dir, &fresh);
+    crash_disk_stop();
+    size_t from = crash_disk_first_point(), total = crash_disk_ops();
+    size_t point = from + (size_t)(next_random(&pick) % (total - from + 1));
+    int state = (int)(next_random(&pick) % 1002);
+    static expect x2;
+    x2 = *x;
+    x2.count = x->count + FRESH;
+    for (size_t i = 0; i < FRESH; i++) {
+        x2.must[x->count + i] = fresh.acked[i] <= point;
+        x2.may[x->count + i] = fresh.begun[i] < point;
+    }
+    states_checked++;
+    current.again = true;
+    current.again_point = point;
+    current.again_ops = total;
+    current.again_state = state;
+    char dir2[300];
+    if (!ok || !make_temp_dir(dir2, sizeof dir2, "crash") ||
+        !crash_disk_build(point, state, pick, dir2)) {
+        crash_disk_take_back(first);
+        return false;
+    }
+    fresh_appends fresh2;
+    ok = recover_spool(r, &x2, dir2, &fresh2);
+    if (!ok) {
+        fprintf(stderr, "  the recovery's operations before its crash:\n");
+        crash_disk_print_ops(keep_folders || point < 6 ? from : point - 6, point);
+    }
+    if (keep_folders)
+        printf("the second crashed folder, as recovery left it: %s\n", dir2);
+    else
+        remove_tree(dir2);
+    crash_disk_take_back(first);
     return ok;
 }
 
@@ -632,10 +755,20 @@ static bool check_state(run *r, size_t point, int state)
     current.r = r;
     current.point = point;
     current.state = state;
-    current.named = false;
-    bool ok = r->kind == RUN_SCRIPT_FILE || r->kind == RUN_RANDOM_FILE
-                  ? recover_file(r, point, dir)
-                  : recover_spool(r, point, dir);
+    current.again = current.named = false;
+    bool ok;
+    if (r->kind == RUN_SCRIPT_FILE || r->kind == RUN_RANDOM_FILE) {
+        ok = recover_file(r, point, dir);
+    } else {
+        static expect x;
+        expect_from_run(r, point, &x);
+        fresh_appends fresh;
+        /* The random states also cut the power in the recovery. */
+        if (state >= 2)
+            ok = recover_spool_twice(r, &x, dir, r->seed ^ point << 20 ^ (uint64_t)state << 40);
+        else
+            ok = recover_spool(r, &x, dir, &fresh);
+    }
     if (!ok) {
         if (!current.named) broke("recovery failed");
         report_state(r, point, state);
@@ -648,15 +781,23 @@ static bool check_state(run *r, size_t point, int state)
     return ok;
 }
 
+/* A run that failed before any crash. */
+static void report_run(const run *r)
+{
+    fprintf(stderr, "  reproduce with: %s --run %s --seed %" PRIu64 " --point 0 --state 0\n",
+            program, run_names[r->kind], r->seed);
+    failures++;
+}
+
 /* Every crash point, each with the states all lost, all kept and `random` random. */
 static void check_every_point(run_kind kind, uint64_t seed, int random_states)
 {
     static run r;
     if (!run_record(&r, kind, seed)) {
-        failures++;
+        report_run(&r);
         return;
     }
-    for (size_t point = 0; point <= crash_disk_ops(); point++)
+    for (size_t point = crash_disk_first_point(); point <= crash_disk_ops(); point++)
         for (int state = 0; state < 2 + random_states; state++) check_state(&r, point, state);
     crash_disk_forget();
 }
@@ -666,12 +807,13 @@ static void check_some_points(run_kind kind, uint64_t seed, int points)
 {
     static run r;
     if (!run_record(&r, kind, seed)) {
-        failures++;
+        report_run(&r);
         return;
     }
     uint64_t pick = seed ^ 0x5eed;
     for (int i = 0; i < points; i++) {
-        size_t point = (size_t)(next_random(&pick) % (crash_disk_ops() + 1));
+        size_t from = crash_disk_first_point();
+        size_t point = from + (size_t)(next_random(&pick) % (crash_disk_ops() - from + 1));
         int state = 2 + (int)(next_random(&pick) % 1000);
         check_state(&r, point, CRASH_LOSE_ALL);
         check_state(&r, point, state);
