@@ -23,6 +23,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -740,6 +741,17 @@ static bool recover_file(run *r, size_t point, const char *dir)
     return ok;
 }
 
+/* A recovery that crashes the program still says which state did it. */
+static char crash_command[512];
+
+static void on_fatal_signal(int sig)
+{
+    if (crash_command[0] && write(2, crash_command, strlen(crash_command)) < 0)
+        crash_command[0] = 0;
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
 /* Lays down the crash state and recovers from it; reports a broken promise. */
 static bool check_state(run *r, size_t point, int state)
 {
@@ -752,6 +764,10 @@ static bool check_state(run *r, size_t point, int state)
         return false;
     }
     name_stream = r->seed ^ point * 0x100000001b3ull ^ (uint64_t)state << 32;
+    snprintf(crash_command, sizeof crash_command,
+             "recovery crashed; reproduce with: %s --run %s --seed %" PRIu64
+             " --point %zu --state %d\n",
+             program, run_names[r->kind], r->seed, point, state);
     current.r = r;
     current.point = point;
     current.state = state;
@@ -881,6 +897,10 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: %s [--run NAME --seed S --point P --state V]\n", program);
         return 2;
     }
+    signal(SIGSEGV, on_fatal_signal);
+    signal(SIGBUS, on_fatal_signal);
+    signal(SIGABRT, on_fatal_signal);
+    signal(SIGFPE, on_fatal_signal);
     const char *env = getenv("DUKANEXT_SLOW");
     if (env && *env) slow = 100;
 
