@@ -695,7 +695,61 @@ static bool same_snapshot(const dn_file_store *store, const snapshot *snap)
     return true;
 }
 
-static bool recover_file(run *r, size_t point, const char *dir)
+static void snapshot_of(const dn_file_store *store, snapshot *out)
+{
+    out->count = 0;
+    for (size_t i = 0; i < store->count && out->count < MAX_KEYS; i++) {
+        pair *p = &out->pairs[out->count++];
+        snprintf(p->key, sizeof p->key, "%s", store->entries[i].key);
+        p->value_len =
+            store->entries[i].value_len < MAX_BODY ? store->entries[i].value_len : MAX_BODY;
+        memcpy(p->value, store->entries[i].value, p->value_len);
+    }
+}
+
+/* The recovery's own set, cut by a second power failure at one of its crash points:
+ * the file holds what the recovery read, or that and its set, whole. */
+static bool crash_file_again(const snapshot *before, const snapshot *after, size_t begun,
+                             size_t ended, uint64_t pick)
+{
+    size_t from = crash_disk_first_point(), total = crash_disk_ops();
+    size_t point = from + (size_t)(next_random(&pick) % (total - from + 1));
+    int state = (int)(next_random(&pick) % 1002);
+    states_checked++;
+    current.again = true;
+    current.again_point = point;
+    current.again_ops = total;
+    current.again_state = state;
+    char dir[300], path[512];
+    if (!make_temp_dir(dir, sizeof dir, "crash") || !crash_disk_build(point, state, pick, dir)) {
+        broke("cannot lay down the second crash state: %s", strerror(errno));
+        return false;
+    }
+    snprintf(path, sizeof path, "%s/visitor.json", dir);
+    dn_file_store *store = dn_file_store_new(path);
+    const char *value;
+    size_t len;
+    bool ok = dn_file_store_get(store, "visitor_id", &value, &len);
+    bool old_ok = ended > point && same_snapshot(store, before);
+    bool new_ok = begun < point && same_snapshot(store, after);
+    if (!ok || !(old_ok || new_ok)) {
+        broke("after a crash in the recovery's set the file holds %zu records, neither the old "
+              "nor the new set",
+              store->count);
+        crash_disk_print_ops(keep_folders || point < from + 6 ? from : point - 6, point);
+        ok = false;
+    }
+    dn_file_store_free(store);
+    if (keep_folders)
+        printf("the second crashed folder, as recovery left it: %s\n", dir);
+    else
+        remove_tree(dir);
+    return ok;
+}
+
+/* Recovers from the disk in dir; with again, the power goes once more during the
+ * recovery's own set. */
+static bool recover_file(const run *r, size_t point, const char *dir, bool again, uint64_t pick)
 {
     char path[512];
     snprintf(path, sizeof path, "%s/visitor.json", dir);
@@ -717,27 +771,45 @@ static bool recover_file(run *r, size_t point, const char *dir)
     }
     bool ok = same_snapshot(store, old_set) || (new_set && same_snapshot(store, new_set));
     if (!ok) broke("the file holds %zu records, neither the old nor the new set", store->count);
-    const pair *first = &r->sets[0].after.pairs[0];
+    const pair *id = &r->sets[0].after.pairs[0];
     if (r->set_count && r->sets[0].ended_at <= point &&
-        (!visitor || visitor_len != first->value_len ||
-         memcmp(visitor, first->value, visitor_len) != 0)) {
+        (!visitor || visitor_len != id->value_len ||
+         memcmp(visitor, id->value, visitor_len) != 0)) {
         broke("the visitor id set before the crash is gone");
         ok = false;
     }
     /* Usable afterwards: a set after the crash reads back in a fresh store. */
+    static snapshot before, after;
+    snapshot_of(store, &before);
+    after = before;
+    pair *added = &after.pairs[after.count++];
+    snprintf(added->key, sizeof added->key, "after");
+    memcpy(added->value, "crash", 5);
+    added->value_len = 5;
+    crash_record *first = NULL;
+    if (again) {
+        first = crash_disk_set_aside();
+        crash_disk_record(dir);
+    }
+    size_t begun = crash_disk_ops();
     if (!dn_file_store_set(store, "after", "crash", 5)) {
         broke("a set after the crash failed: %s", store->error);
         ok = false;
     }
+    size_t ended = crash_disk_ops();
     dn_file_store_free(store);
     store = dn_file_store_new(path);
-    const char *value;
-    size_t len;
-    if (!dn_file_store_get(store, "after", &value, &len) || !value || len != 5) {
+    if (!dn_file_store_get(store, "visitor_id", &visitor, &visitor_len) ||
+        !same_snapshot(store, &after)) {
         broke("a set after the crash does not read back");
         ok = false;
     }
     dn_file_store_free(store);
+    if (again) {
+        crash_disk_stop();
+        ok = crash_file_again(&before, &after, begun, ended, pick) && ok;
+        crash_disk_take_back(first);
+    }
     return ok;
 }
 
@@ -774,7 +846,7 @@ static bool check_state(run *r, size_t point, int state)
     current.again = current.named = false;
     bool ok;
     if (r->kind == RUN_SCRIPT_FILE || r->kind == RUN_RANDOM_FILE) {
-        ok = recover_file(r, point, dir);
+        ok = recover_file(r, point, dir, state >= 2, r->seed ^ point << 20 ^ (uint64_t)state << 40);
     } else {
         static expect x;
         expect_from_run(r, point, &x);
