@@ -451,25 +451,19 @@ static int open_tracked(int dirfd, const char *path, int flags, mode_t mode)
 
 int __wrap_openat(int dirfd, const char *path, int flags, ...)
 {
-    mode_t mode = 0;
-    if (flags & O_CREAT) {
-        va_list ap;
-        va_start(ap, flags);
-        mode = va_arg(ap, mode_t);
-        va_end(ap);
-    }
+    va_list ap;
+    va_start(ap, flags);
+    mode_t mode = flags & O_CREAT ? va_arg(ap, mode_t) : 0; /* there only with O_CREAT */
+    va_end(ap);
     return open_tracked(dirfd, path, flags, mode);
 }
 
 int __wrap_open(const char *path, int flags, ...)
 {
-    mode_t mode = 0;
-    if (flags & O_CREAT) {
-        va_list ap;
-        va_start(ap, flags);
-        mode = va_arg(ap, mode_t);
-        va_end(ap);
-    }
+    va_list ap;
+    va_start(ap, flags);
+    mode_t mode = flags & O_CREAT ? va_arg(ap, mode_t) : 0; /* there only with O_CREAT */
+    va_end(ap);
     return open_tracked(AT_FDCWD, path, flags, mode);
 }
 
