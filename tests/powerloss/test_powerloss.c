@@ -11,10 +11,10 @@
  *   - file_storage: the file holds the records of the last set that returned, or of
  *     the set under way, never a mix or garbage; the visitor id, once set, stays.
  *
- *   test_powerloss                     the scripted runs at every crash point, plus
- *                                      seeded random runs (DUKANEXT_SLOW=1: 100x more)
+ *   test_powerloss          the scripted runs at every crash point, plus seeded
+ *                           random runs (DUKANEXT_SLOW=1: about 90x more states)
  *   test_powerloss --run R --seed S --point P --state V
- *                                      one crash state, the folders kept for a look */
+ *                           one crash state, the folders kept for a look */
 #include "crash_disk.h"
 #include "file_store.h"
 #include "folders.h"
