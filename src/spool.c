@@ -387,7 +387,23 @@ static bool read_whole_file(int fd, dn_buf *out)
     }
 }
 
-/* mkdir -p, each missing folder with mode 0700. */
+/* Syncs the folder that holds path (a folder just made in it). */
+static bool sync_parent(char *path)
+{
+    char *slash = strrchr(path, '/');
+    const char *parent = slash == path ? "/" : slash ? path : ".";
+    if (slash && slash != path) *slash = '\0';
+    int fd;
+    do fd = open(parent, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    while (fd < 0 && errno == EINTR);
+    if (slash && slash != path) *slash = '/';
+    bool ok = fd >= 0 && sync_folder(fd);
+    if (fd >= 0) close(fd);
+    return ok;
+}
+
+/* mkdir -p, each missing folder with mode 0700. A folder made here is synced into its
+ * parent: until then a power cut may take it away with every segment in it. */
 static bool make_folders(const char *dir)
 {
     char *path = strdup(dir);
@@ -397,7 +413,10 @@ static bool make_folders(const char *dir)
         bool end = *p == '\0';
         if (!end && *p != '/') continue;
         *p = '\0';
-        if (mkdir(path, 0700) != 0 && errno != EEXIST) ok = false;
+        if (mkdir(path, 0700) == 0)
+            ok = sync_parent(path);
+        else if (errno != EEXIST)
+            ok = false;
         if (end) break;
         *p = '/';
     }
