@@ -1540,12 +1540,16 @@ static int module_pump(lua_State *L)
 }
 
 /* For hosts with their own event loop: a descriptor that is readable whenever a
- * transfer has something to do... */
+ * transfer has something to do (nil where the OS has no single one to give)... */
 static int module_poll_fd(lua_State *L)
 {
     hub_box *hb = upvalue_hub(L);
     dn_hub_check_fork(hb->hub);
-    lua_pushinteger(L, dn_transport_fd(&hb->hub->transport));
+    int fd = dn_transport_fd(&hb->hub->transport);
+    if (fd < 0)
+        lua_pushnil(L);
+    else
+        lua_pushinteger(L, fd);
     return 1;
 }
 
