@@ -111,7 +111,8 @@ bool dn_os_sync_folder(int dir_fd);
 /* The folder holding path. */
 bool dn_os_sync_parent_folder(const char *path);
 
-/* Replaces `to` with `from` in one step: readers see the old file or the new one. */
+/* Replaces `to` with `from` in one step: readers see the old file or the new one. On
+ * Windows it fails (EACCES) while another process holds `to` open. */
 bool dn_os_replace(const char *from, const char *to);
 bool dn_os_remove(const char *path);
 bool dn_os_remove_at(int dir_fd, const char *name);
