@@ -16,7 +16,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #define HUB_KEY       "dukanext.hub"
 #define HUB_MT        "dukanext.hub"
@@ -789,7 +788,7 @@ static bool is_reserved_header(const char *name)
         "connection",   "idempotency-key", "x-dukanext-attempt", NULL,
     };
     for (size_t i = 0; reserved[i]; i++)
-        if (strcasecmp(name, reserved[i]) == 0) return true;
+        if (curl_strequal(name, reserved[i])) return true;
     return false;
 }
 
@@ -828,7 +827,7 @@ static const char *endpoint_problem(const char *url, size_t len)
     if (curl_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK) {
         problem = "is not a valid URL";
     } else if (curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
-               (strcasecmp(scheme, "http") != 0 && strcasecmp(scheme, "https") != 0)) {
+               (!curl_strequal(scheme, "http") && !curl_strequal(scheme, "https"))) {
         problem = "must be an http:// or https:// URL";
     } else if (curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK || !host || !*host) {
         problem = "has no host";
