@@ -1701,7 +1701,7 @@ static void push_cjson(lua_State *L)
 }
 
 /* The only symbol the module exports; everything else is hidden. */
-__attribute__((visibility("default"))) int luaopen_dukanext(lua_State *L);
+DN_EXPORT int luaopen_dukanext(lua_State *L);
 
 int luaopen_dukanext(lua_State *L)
 {

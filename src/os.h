@@ -51,6 +51,13 @@ typedef pthread_mutex_t dn_mutex;
 #define DN_THREAD_LOCAL _Thread_local
 #endif
 
+/* What the loaded module shows its host: luaopen_dukanext alone. */
+#ifdef _WIN32
+#define DN_EXPORT __declspec(dllexport)
+#else
+#define DN_EXPORT __attribute__((visibility("default")))
+#endif
+
 /* Threads: run once per process, and a lock for the few process-wide tables. */
 void dn_once_run(dn_once *once, void (*fn)(void));
 void dn_mutex_lock(dn_mutex *m);
