@@ -11,7 +11,6 @@
 
 #include <math.h>
 #include <stdarg.h>
-#include <stdatomic.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -124,8 +123,13 @@ static const char *error_text(lua_State *L, int idx)
  * to be seen in a log without flooding it. */
 static void warn_insecure_once(const char *endpoint)
 {
-    static atomic_flag warned = ATOMIC_FLAG_INIT;
-    if (atomic_flag_test_and_set(&warned)) return;
+    static dn_mutex lock = DN_MUTEX_INIT;
+    static bool warned;
+    dn_mutex_lock(&lock);
+    bool first = !warned;
+    warned = true;
+    dn_mutex_unlock(&lock);
+    if (!first) return;
     warn("TLS verification is off (insecure = true)", endpoint ? endpoint : "(no endpoint yet)");
 }
 

@@ -58,6 +58,14 @@ typedef pthread_mutex_t dn_mutex;
 #define DN_EXPORT __attribute__((visibility("default")))
 #endif
 
+/* Lets GCC and clang check a printf-like function's arguments; MSVC has no such check. */
+#if defined(__GNUC__) || defined(__clang__)
+#define DN_PRINTF_LIKE(format_index, first_arg)                                                    \
+    __attribute__((format(printf, format_index, first_arg)))
+#else
+#define DN_PRINTF_LIKE(format_index, first_arg)
+#endif
+
 /* Threads: run once per process, and a lock for the few process-wide tables. */
 void dn_once_run(dn_once *once, void (*fn)(void));
 void dn_mutex_lock(dn_mutex *m);
