@@ -88,10 +88,10 @@ unsigned long dn_process_id(void);
  * when it differs. */
 unsigned dn_fork_generation(void);
 
-/* Keeps the shared object holding `symbol` (and so libcurl) mapped for the life of the
+/* Keeps the shared object holding `address` (and so libcurl) mapped for the life of the
  * process, even when the Lua state that loaded it closes and asks to unload it: a
  * detached resolver thread or the fork handler may still run our code. */
-void dn_pin_module(void *symbol);
+void dn_pin_module(const void *address);
 
 /* Files. Created files are readable and writable by their owner only (0600). */
 

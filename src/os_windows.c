@@ -101,12 +101,12 @@ unsigned dn_fork_generation(void)
     return 0;
 }
 
-void dn_pin_module(void *symbol)
+void dn_pin_module(const void *address)
 {
     HMODULE module;
     /* The pinned module stays loaded until the process ends, whatever FreeLibrary says. */
     GetModuleHandleExW(GET_MODULE_HANDLE_EX_FLAG_FROM_ADDRESS | GET_MODULE_HANDLE_EX_FLAG_PIN,
-                       (LPCWSTR)symbol, &module);
+                       (LPCWSTR)address, &module);
 }
 
 /* Errors: Win32's reasons told in errno, as the POSIX side does. */
