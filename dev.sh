@@ -38,11 +38,12 @@ install_missing() {
   apt-get install -y -qq $missing >/dev/null
 }
 
-# The test build: the module for Lua 5.4 plus every other Lua, sanitized, fuzzers and
-# the valgrind run.
+# The test build: the module for Lua 5.4 plus every other Lua, sanitized, fuzzers, the
+# valgrind run and the portable module (the code paths of macOS and the BSDs).
 configure() {
   cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDUKANEXT_SANITIZE=ON \
-    -DDUKANEXT_ALL_LUAS=ON -DDUKANEXT_FUZZ=ON -DDUKANEXT_VALGRIND=ON >/dev/null
+    -DDUKANEXT_ALL_LUAS=ON -DDUKANEXT_FUZZ=ON -DDUKANEXT_VALGRIND=ON \
+    -DDUKANEXT_PORTABLE=ON >/dev/null
 }
 
 case "${1:-}" in

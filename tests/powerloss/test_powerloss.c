@@ -18,7 +18,7 @@
 #include "crash_disk.h"
 #include "file_store.h"
 #include "folders.h"
-#include "process.h"
+#include "os.h"
 #include "spool.h"
 
 #include <errno.h>
