@@ -495,16 +495,30 @@ function Collector:wait_arrivals(n, timeout)
   return wait_for(function() return self:arrivals() end, n, timeout)
 end
 
+local function all_answered(self)
+  local answered = {}
+  for _, rec in ipairs(self:requests()) do answered[rec.seq] = true end
+  for _, a in ipairs(self:arrivals()) do
+    if not answered[a.seq] then return false end
+  end
+  return true
+end
+
 -- Waits until every request that arrived has been answered (and logged): nothing is
 -- held by a planned delay any more. Answers true, or false at the timeout.
 function Collector:wait_idle(timeout)
+  return wait_until(timeout or 5, function() return all_answered(self) end) and true or false
+end
+
+-- Waits until the collector is idle and no request arrived for `quiet` seconds: for a
+-- spec whose client cancelled a request it may already have written, which the server
+-- then reads a moment later. Answers true, or false at the timeout.
+function Collector:wait_quiet(quiet, timeout)
+  local count, since = -1, socket.gettime()
   return wait_until(timeout or 5, function()
-    local answered = {}
-    for _, rec in ipairs(self:requests()) do answered[rec.seq] = true end
-    for _, a in ipairs(self:arrivals()) do
-      if not answered[a.seq] then return false end
-    end
-    return true
+    local n = #self:arrivals()
+    if n ~= count then count, since = n, socket.gettime() end
+    return socket.gettime() - since >= quiet and all_answered(self)
   end) and true or false
 end
 
