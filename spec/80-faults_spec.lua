@@ -369,3 +369,80 @@ describe("faults", function()
     end)
   end
 end)
+
+-- README: flush(t) keeps its deadline even when a name lookup hangs. A ".invalid" name
+-- answers NXDOMAIN at once, so the lookup here goes to a resolver that reads every
+-- query and never answers: a UDP socket on 127.0.0.77:53, named by a private
+-- resolv.conf bind-mounted over /etc/resolv.conf in a mount namespace of the process
+-- under test (this libcurl resolves with getaddrinfo in a thread; it has no c-ares,
+-- so CURLOPT_DNS_SERVERS is not available to point it elsewhere).
+describe("a name lookup that never answers #timing", function()
+  local socket = require("socket")
+  local RESOLVER = "127.0.0.77"
+
+  local CHILD = [==[
+    local socket = require("socket")
+    local dn = require("dukanext")
+    local url, deadline = ...
+    local errors = {}
+    local cl = dn.new({ endpoint = url, timeout = 60, connect_timeout = 60, max_retries = 0,
+      on_error = function(err) errors[#errors + 1] = err.code end })
+    assert(cl:emit("lookup_hangs"))
+    local t0 = socket.gettime()
+    local ok, err, pending = cl:flush(tonumber(deadline))
+    local waited = socket.gettime() - t0
+    local t1 = socket.gettime()
+    local undelivered = cl:close()
+    io.write("ok=", tostring(ok), "\nerr=", tostring(err), "\npending=", tostring(pending),
+      "\nwaited=", waited, "\nclosed_in=", socket.gettime() - t1, "\nundelivered=",
+      tostring(undelivered), "\nerrors=", #errors, "\n")
+  ]==]
+
+  -- A shell command that runs `command` with resolv_conf over /etc/resolv.conf, in a
+  -- mount namespace of its own; nil when this host allows none.
+  local function with_resolv_conf(resolv_conf)
+    local mount = "mount --bind " .. helpers.quote(resolv_conf) .. " /etc/resolv.conf"
+    local probe = helpers.shell("unshare -m sh -c " .. helpers.quote(mount .. " && echo mounted") .. " 2>&1")
+    if probe ~= "mounted" then return nil, probe end
+    return function(command)
+      return "unshare -m sh -c " .. helpers.quote(mount .. " && " .. command)
+    end
+  end
+
+  it("flush(t) returns at its deadline, and close and exit do not wait for the lookup", function()
+    local resolver, bind_err = socket.udp()
+    assert(resolver, bind_err)
+    finally(function() resolver:close() end)
+    local ok, err = resolver:setsockname(RESOLVER, 53)
+    if not ok then return pending("no silent resolver on " .. RESOLVER .. ":53: " .. tostring(err)) end
+    local dir = helpers.tmpdir()
+    finally(function() helpers.remove_tree(dir) end)
+    local resolv_conf = dir .. "/resolv.conf"
+    local f = assert(io.open(resolv_conf, "wb"))
+    f:write("nameserver " .. RESOLVER .. "\noptions timeout:30 attempts:2\n")
+    f:close()
+    local wrap, why = with_resolv_conf(resolv_conf)
+    if not wrap then return pending("no private resolv.conf here (unshare -m, mount --bind): " .. why) end
+
+    local t0 = helpers.now()
+    local rc, out, stderr = helpers.run_lua(CHILD,
+      { "http://dukanext-lookup-hangs.example" .. API, "0.5" }, nil, wrap)
+    local child_time = helpers.now() - t0
+    assert.equals(0, rc, out .. stderr)
+    local r = {}
+    for k, v in out:gmatch("([%w_]+)=([^\n]*)\n") do r[k] = v end
+    -- The lookup went to the silent resolver, which got the query and said nothing.
+    resolver:settimeout(0)
+    local query = resolver:receive()
+    assert.is_string(query, "the resolver got no query")
+    assert.equals("nil", r.ok, out)
+    assert.equals("TIMEOUT", r.err)
+    assert.equals("1", r.pending)
+    local waited = tonumber(r.waited)
+    assert(waited >= 0.45 and waited <= helpers.within(1.5), "flush(0.5) took " .. waited .. " s")
+    assert.equals("1", r.undelivered)
+    assert(tonumber(r.closed_in) <= helpers.within(0.5), "close took " .. r.closed_in .. " s")
+    -- The lookup would hang for a minute: the process ended without waiting for it.
+    assert(child_time <= helpers.within(5), "the process took " .. child_time .. " s to end")
+  end)
+end)

@@ -53,7 +53,7 @@ end
 for _ = 1, 50 do emit_one() end
 assert(cl:flush(10) == true, "not delivered before the outage")
 local before = #accepted
-assert(#c:events() == before)
+assert(#c:events() == before, #c:events() .. " events logged for " .. before .. " accepted")
 c:stop()
 
 -- Down: a steady rate of emits; RSS when the first refusal comes and at the end.
@@ -80,6 +80,7 @@ local s = cl:stats()
 local c2 = collector.start({ port = port })
 local flushed = cl:flush(60)
 local events = c2:events()
+local _, doubled_keys = c2:answers_by_key()
 local seen, duplicates = {}, 0
 for _, e in ipairs(events) do
   local i = e.metadata.i
@@ -102,7 +103,7 @@ local out = {
   dropped = s.dropped, dropped_max_queue = s.dropped_max_queue,
   dropped_max_queue_bytes = s.dropped_max_queue_bytes, failed_during = s.failed,
   flushed = flushed == true and 1 or 0, delivered_after = #events,
-  duplicates = duplicates, missing = missing,
+  duplicates = duplicates, missing = missing, doubled_keys = #doubled_keys,
   sent = after.sent, failed = after.failed, before = before,
 }
 for k, v in pairs(out) do io.write(k, "=", tostring(v), "\n") end
@@ -122,8 +123,9 @@ end
 
 -- What both variants promise.
 local function assert_outage(r)
-  -- The rate was kept and the queue filled: some were accepted, the rest refused.
-  assert(r.emitted >= RATE * SECONDS * 0.9 + 50, "only " .. r.emitted .. " emits")
+  -- The rate was kept (nearly: less on a slow run) and the queue filled: some were
+  -- accepted, the rest refused.
+  assert(r.emitted >= helpers.at_least(RATE * SECONDS * 0.9) + 50, "only " .. r.emitted .. " emits")
   assert(r.refused > 0, "nothing was refused")
   assert.equals(r.emitted, r.accepted + r.refused)
   -- Every refusal is QUEUE_FULL, counted in dropped, with its reason.
@@ -140,13 +142,15 @@ local function assert_outage(r)
   -- Back up: every accepted event delivered once, in the counters and at the collector.
   assert.equals(1, r.flushed)
   assert.equals(0, r.missing)
+  -- Once: one 2xx answer per Idempotency-Key over every request the collector logged.
+  assert.equals(0, r.doubled_keys)
   assert.equals(0, r.duplicates)
   assert.equals(r.accepted - r.before, r.delivered_after)
   assert.equals(r.accepted, r.sent)
   assert.equals(0, r.failed)
 end
 
-describe("an outage of the collector", function()
+describe("an outage of the collector #timing", function()
   it("with max_queue = 5000: bounded memory, refusals dropped_max_queue, everything else delivered", function()
     local r = run_outage("max_queue")
     assert_outage(r)

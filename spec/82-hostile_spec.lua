@@ -81,14 +81,6 @@ local BEHAVIOURS = {
 describe("hostile hosts", function()
   local c, other
   local clients = {}
-  -- When the requests the collector holds have all been answered and logged.
-  local settled_at = 0
-
-  -- The collector holds n requests for `seconds` each.
-  local function hold(plan, seconds)
-    c:plan(plan)
-    settled_at = math.max(settled_at, helpers.now() + seconds + 0.2)
-  end
 
   lazy_setup(function()
     c = helpers.start_collector()
@@ -112,8 +104,7 @@ describe("hostile hosts", function()
     -- Whatever a test left queued anywhere (dropped clients) is done before the next,
     -- and requests the collector held are logged before it is reset.
     assert.is_true(dn.flush(within(5)))
-    local wait = settled_at - helpers.now()
-    if wait > 0 then helpers.sleep(wait) end
+    assert.is_true(c:wait_idle(within(5)), "the collector still holds requests")
   end)
 
   -- Builds the client under test; answers a context whose client() reaches it through a
@@ -225,7 +216,7 @@ describe("hostile hosts", function()
       it(b.name, function()
         -- "doomed" fails for good; "queued" waits behind it (one slot) and is in
         -- flight, held by the collector, while on_error runs.
-        hold({ { status = 400, code = "INVALID_EVENT" }, { delay = 0.3 } }, 0.3)
+        c:plan({ { status = 400, code = "INVALID_EVENT" }, { delay = 0.3 } })
         local armed, got = true, nil
         local reports = {}
         local ctx
@@ -250,13 +241,15 @@ describe("hostile hosts", function()
         assert.same({ "INVALID_EVENT:doomed" }, reports)
 
         -- The held request is logged when the collector answers it, cancelled or not.
-        c:wait_requests(2, within(3))
+        assert.is_true(c:wait_idle(within(3)), "the held request was not answered")
         assert.is_true(dn.flush(within(5)))
         local expected = { "queued:queued" }
         if b.inner then expected[#expected + 1] = "inner:own" end
         if b.inner_other then expected[#expected + 1] = "inner:other" end
         if b.closes then
-          -- Cancelled in flight: the collector may still have taken it; nothing else went.
+          -- Cancelled in flight: the collector may still have taken it (once its bytes
+          -- were written, nginx reads them a moment later); nothing else went.
+          assert.is_true(c:wait_quiet(0.2, within(5)), "the collector still holds requests")
           local list = arrived(c)
           assert(#list <= 1 and (list[1] == nil or list[1] == "queued:queued"), table.concat(list, ","))
         else
@@ -322,22 +315,9 @@ describe("hostile hosts", function()
   describe("after fork()", function()
     local posix
 
-    -- dn_posix (tests/posix_helper.c), built next to the module under test.
-    local function load_posix()
-      local cpath = os.getenv("DUKANEXT_CPATH") or "./build/?.so"
-      local candidates = { cpath, (cpath:gsub("/asan/%?%.so$", "/?.so")) }
-      if os.getenv("DN_POSIX_CPATH") then table.insert(candidates, 1, os.getenv("DN_POSIX_CPATH")) end
-      for _, template in ipairs(candidates) do
-        local path = template:gsub("%?", "dn_posix")
-        if helpers.read_file(path) then
-          local open = package.loadlib(path, "luaopen_dn_posix")
-          if open then return open() end
-        end
-      end
-    end
-
+    local posix_error
     lazy_setup(function()
-      posix = load_posix()
+      posix, posix_error = helpers.load_posix()
     end)
 
     -- Forks; the child runs child(write) under pcall and leaves with _exit (never
@@ -399,17 +379,19 @@ describe("hostile hosts", function()
       delay = delay or 0.5
       local held = {}
       for i = 1, n do held[i] = { delay = delay } end
-      hold(held, delay)
+      c:plan(held)
       local cl = dn.new(helpers.fast({ endpoint = c.url }))
       clients[#clients + 1] = cl
+      local arrived = #c:arrivals()
       for i = 1, n do assert.is_true(cl:emit("parent_pending", { tag = i })) end
       assert.is_true(helpers.pump_until(function() return cl:stats().in_flight == n end, within(3)))
-      helpers.pump_until(function() return false end, 0.15) -- the requests reach nginx
+      -- The requests reach nginx, which holds them.
+      assert.is_true(helpers.pump_until(function() return #c:arrivals() == arrived + n end, within(3)))
       return cl
     end
 
     it("gives a child that emits a fresh start, and nothing is sent twice", function()
-      if not posix then return pending("dn_posix is not built next to the module") end
+      if not posix then return pending(posix_error) end
       local cl = dn.new(helpers.fast({ endpoint = c.url }))
       clients[#clients + 1] = cl
       assert.is_true(cl:emit("parent_before", { tag = 0 }))
@@ -455,7 +437,7 @@ describe("hostile hosts", function()
     end)
 
     it("gives a child whose first calls are stats() and close() nothing of the parent's", function()
-      if not posix then return pending("dn_posix is not built next to the module") end
+      if not posix then return pending(posix_error) end
       local cl = parent_in_flight(5, 1)
 
       local status, out = fork(function(write)
@@ -487,7 +469,7 @@ describe("hostile hosts", function()
     end)
 
     it("lets a child close its Lua state without cancelling the parent's transfers", function()
-      if not posix then return pending("dn_posix is not built next to the module") end
+      if not posix then return pending(posix_error) end
       local cl = parent_in_flight(5)
 
       local status, out = fork(function(write)

@@ -1,10 +1,12 @@
 -- Game and app loops: pump once per frame at 60 frames a second while the collector
--- answers slowly. No pump may block: each is timed, and a frame's pump over a few
--- milliseconds fails the spec (a bound on blocking, not a benchmark: bench/ measures).
--- Then the quit path: flush with a deadline delivers everything.
+-- answers slowly (0.3 s). No pump may wait for an answer: each is timed, and a pump
+-- over 50 ms (a sixth of the answer's delay; stretched on slow runs by helpers.within)
+-- fails the spec. A bound on blocking, not a benchmark: bench/ measures pumps, and the
+-- spec prints its figures. Then the quit path: flush with a deadline delivers everything.
+-- Its cases are tagged #timing: ctest runs them apart from the heavy entries.
 local helpers = require("spec.helpers")
 
-describe("a 60 fps game loop", function()
+describe("a 60 fps game loop #timing", function()
   local dn, collector, dir
   setup(function()
     dn = helpers.dn()
@@ -22,7 +24,7 @@ describe("a 60 fps game loop", function()
   end)
 
   local FRAME = 1 / 60
-  local MAX_PUMP = helpers.within(0.005)
+  local MAX_PUMP = helpers.within(0.05)
 
   it("never spends more than a few milliseconds in a frame's pump while answers are slow", function()
     collector:plan({}, { delay = 0.3 })
@@ -70,7 +72,8 @@ describe("a 60 fps game loop", function()
     io.stderr:write(("\n[91-game_loop] %d frames, %d events: pump max %.3f ms, p99 %.3f ms,"
       .. " mean %.3f ms\n"):format(frames, emitted, max * 1000,
       pump_times[math.ceil(#pump_times * 0.99)] * 1000, total / #pump_times * 1000))
-    assert.is_true(frames >= 100, "the loop ran only " .. frames .. " frames")
+    -- 120 frames if every one kept its 16.7 ms; a pump that waited would leave ~7.
+    assert.is_true(frames >= helpers.at_least(60), "the loop ran only " .. frames .. " frames")
     assert.is_true(max <= MAX_PUMP, ("a pump took %.3f ms"):format(max * 1000))
 
     -- Quitting: a deadline, and everything delivered before it.

@@ -27,21 +27,7 @@ local function integer(x)
   return type(x) == "number" and (to_integer(x) or x) or x
 end
 
--- dn_posix (tests/posix_helper.c), built next to the module under test.
-local function load_posix()
-  local cpath = os.getenv("DUKANEXT_CPATH") or "./build/?.so"
-  local candidates = { cpath, (cpath:gsub("/asan/%?%.so$", "/?.so")) }
-  if os.getenv("DN_POSIX_CPATH") then table.insert(candidates, 1, os.getenv("DN_POSIX_CPATH")) end
-  for _, template in ipairs(candidates) do
-    local path = template:gsub("%?", "dn_posix")
-    if helpers.read_file(path) then
-      local open = package.loadlib(path, "luaopen_dn_posix")
-      if open then return open() end
-    end
-  end
-end
-
-local posix = load_posix()
+local posix, posix_error = helpers.load_posix()
 
 -- An endpoint where nothing listens: connections are refused, events stay pending.
 local function down_url()
@@ -250,7 +236,8 @@ describe("the durable spool", function()
     end
 
     -- One run: 1 to 3 processes in turn on one folder, each killed at a random moment
-    -- (a later one may die while adopting what the earlier ones left), delivering to a
+    -- (a later one may die while adopting what the earlier ones left; the first only
+    -- once it acknowledged an event), delivering to a
     -- live collector, one answering 503 or none; then a new client on the folder with
     -- a working collector flushes, and the collector must hold every acknowledged event.
     local function kill_run(run)
@@ -269,6 +256,18 @@ describe("the durable spool", function()
         local log_path = ("%s/run%d-gen%d.txt"):format(base, run, gen)
         local endpoint = mode == "down" and down_url() or c.url
         local pid = fork(function() emitter(spool, endpoint, sync, log_path, run, gen) end, log_path)
+        -- The first process of a run is killed at a random moment after its first
+        -- acknowledged event, so that every run checks acknowledged events however
+        -- loaded the machine; the others at a random moment after the fork.
+        if gen == 1 then
+          local deadline = socket.gettime() + within(10)
+          while not (helpers.read_file(log_path) or ""):find("acked ", 1, true)
+            and socket.gettime() < deadline do
+            socket.sleep(0.005)
+          end
+          assert.truthy((helpers.read_file(log_path) or ""):find("acked ", 1, true),
+            "the first process acknowledged no event in 10 s")
+        end
         socket.sleep(math.random(0, KILL_DELAY_MS) / 1000)
         assert(posix.kill(pid, 9))
         local status = posix.waitpid(pid)
@@ -342,7 +341,7 @@ describe("the durable spool", function()
     end
 
     it("loses no acknowledged event and sends nothing that was not emitted", function()
-      if not posix then return pending("dn_posix is not built next to the module") end
+      if not posix then return pending(posix_error) end
       for run = 1, KILL_RUNS do kill_run(run) end
       do
         io.stderr:write(("\n[95-spool] kill -9: %d runs, %d processes killed, %d events acknowledged, "
@@ -495,6 +494,36 @@ describe("the durable spool", function()
           .. " %(the event is queued in memory only%)$", err)
       end
       assert_in_memory_path(cl, reports, 3, reason)
+    end)
+
+    it("read-only from the start: the client tries the folder again after 5 s, not before", function()
+      local spool = spool_dir()
+      assert(os.execute("mkdir -p " .. helpers.quote(spool)))
+      local undo = make_read_only(spool, { "chmod", "mount", "chattr" })
+      if not undo then return pending("no way to make a folder read-only for root here") end
+      local undone = false
+      finally(function() if not undone then undo() end end)
+      local t0 = socket.gettime()
+      local cl = reporting_client(spool)
+      local ok, err = cl:emit("reopened", { n = 1 })
+      assert.is_nil(ok)
+      assert.matches("^SPOOL_ERROR: cannot create .*%.lock: ", err)
+      undo()
+      undone = true
+      -- Writable again, but the failed open is not retried before its 5 s are up.
+      ok, err = cl:emit("reopened", { n = 2 })
+      assert(socket.gettime() - t0 < 5, "too slow to see the client wait for its 5 s")
+      assert.is_nil(ok)
+      assert.matches("^SPOOL_ERROR: cannot create .*%.lock: ", err)
+      assert.same({}, helpers.dir_entries(spool))
+      -- A pause that must be honoured, so never stretched: 5 s after the client began.
+      socket.sleep(t0 + 5.1 - socket.gettime())
+      assert.is_true(cl:emit("reopened", { n = 3 }))
+      assert.equals(1, cl:stats().spool_pending)
+      assert.equals(2, cl:stats().unspooled)
+      assert.equals(1, #names_ending(spool, ".lock"))
+      assert.is_true(cl:flush(within(5)))
+      assert.same(range(1, 3), sorted(delivered_ns("reopened")))
     end)
 
     it("read-only while the client runs: SPOOL_ERROR, then spooled again once writable", function()
@@ -721,7 +750,7 @@ describe("the durable spool", function()
     end
 
     it("each writes its own files, named by pid and a random part, and both deliver", function()
-      if not posix then return pending("dn_posix is not built next to the module") end
+      if not posix then return pending(posix_error) end
       local spool = spool_dir()
       local pids, barriers = {}, {}
       for gen = 1, 2 do
@@ -776,7 +805,7 @@ describe("the durable spool", function()
 
     it("a live writer's files are left alone; once it is gone they are adopted and sent with the same keys, in order",
       function()
-        if not posix then return pending("dn_posix is not built next to the module") end
+        if not posix then return pending(posix_error) end
         local spool = spool_dir()
         -- Every attempt answered 503 with a long Retry-After: each event is tried once,
         -- its key seen by the collector, then it waits.
@@ -861,6 +890,54 @@ describe("the durable spool", function()
     assert.equals(0, dn.pump())
     assert.is_nil(dn.next_timeout())
     assert.same({ 1 }, delivered_ns("commit"))
+  end)
+
+  it("replays every pending event whatever max_queue says: they were accepted once already", function()
+    local spool = spool_dir()
+    local first = new_client({ endpoint = down_url(), spool = spool, spool_sync = "always" })
+    for n = 1, 10 do assert.is_true(first:emit("over_max_queue", { n = n })) end
+    assert.equals(10, first:close()) -- cancelled here, still pending on disk
+    local cl = new_client({ endpoint = c.url, spool = spool, max_queue = 3 })
+    local s = cl:stats()
+    assert.equals(10, s.replayed)
+    assert.equals(10, s.queued + s.in_flight)
+    assert.equals(0, s.dropped)
+    -- The queue is over max_queue with them: a new event is refused until it drains.
+    local ok, err = cl:emit("over_max_queue", { n = 11 })
+    assert.is_nil(ok)
+    assert.matches("^QUEUE_FULL: ", err)
+    assert.equals(1, cl:stats().dropped_max_queue)
+    assert.is_true(cl:flush(within(5)))
+    assert.same(range(1, 10), sorted(delivered_ns("over_max_queue")))
+  end)
+
+  it("a replayed copy of an event that had arrived is dropped by the service (dedupe)", function()
+    local d = helpers.start_collector({ dedupe = true })
+    finally(function() d:stop() end)
+    -- The service keeps the event, but the connection closes before its answer; the
+    -- retries get 503: the event stays pending in the spool when its process ends.
+    d:plan({ { close = true, process = true } }, { status = 503 })
+    local spool = spool_dir()
+    local first = new_client({ endpoint = d.url, spool = spool, spool_sync = "always", max_retries = 100 })
+    assert.is_true(first:emit("arrived_once", { n = 1 }))
+    assert.is_true(helpers.pump_until(function() return #d:requests() >= 1 end, within(5)))
+    assert.equals(1, first:close())
+    d:plan({}, nil)
+    local cl = new_client({ endpoint = d.url, spool = spool })
+    assert.equals(1, cl:stats().replayed)
+    assert.is_true(cl:flush(within(5)))
+    local reqs = d:requests()
+    local kept, last = reqs[1], reqs[#reqs]
+    assert.equals(0, kept.status)
+    assert.equals("accepted", kept.outcome)
+    -- The replay: the same key and the same bytes, answered 200, and not kept twice.
+    assert.equals(kept.headers.idempotency_key, last.headers.idempotency_key)
+    assert.equals(kept.body, last.body)
+    assert.equals(200, last.status)
+    assert.equals("duplicate", last.action)
+    assert.equals(1, #d:events())
+    local counts = d:answers_by_key()
+    assert.same({ [kept.headers.idempotency_key] = 1 }, counts)
   end)
 
   it("a clean close with nothing pending leaves the folder empty", function()

@@ -227,6 +227,7 @@ function Collector:_write_conf()
     listen = table.concat(listen, "\n"),
     ssl = ssl,
     generation = self.generation,
+    dedupe = self.dedupe and "on" or "off",
     analytics_handler = self.bench and "analytics_bench" or "analytics",
     -- nginx closes a kept-alive connection after 1000 requests by default; a
     -- benchmark would then measure reconnects as much as requests.
@@ -272,6 +273,7 @@ function Collector:_launch(opts)
   assert(run("mkdir -p " .. quote(self.dir .. "/logs") .. " " .. quote(self.dir .. "/tmp")))
   write_file(self.events_file, "")
   write_file(self.requests_file, "")
+  write_file(self.arrivals_file, "")
   if self.tls then
     self.ca_file, self.cert_file, self.key_file = make_certs(self.dir)
   end
@@ -313,12 +315,18 @@ function M.start(opts)
     pid_file = dir .. "/nginx.pid",
     events_file = dir .. "/events.jsonl",
     requests_file = dir .. "/requests.jsonl",
+    arrivals_file = dir .. "/arrivals.jsonl",
     workers = opts.workers or 1,
     tls = opts.tls and true or false,
     http2 = opts.http2 == "tls" and "tls" or (opts.http2 and true or false),
     -- bench/: the analytics location validates and accepts, and logs the event, but
     -- keeps no request log, plan or dedupe (requests() stays empty).
     bench = opts.bench and true or false,
+    -- The real service answers a byte-identical copy of an event it has seen with
+    -- success and keeps one. Off by default: every copy a client sends then reaches
+    -- events.jsonl, so that duplicates show. On: copies answer 200 with action
+    -- "duplicate" in requests.jsonl and stay out of events.jsonl.
+    dedupe = opts.dedupe and true or false,
     -- How long nginx keeps an idle connection open: "30s", or "200ms" for a spec that
     -- needs the server to close connections sitting in the client's pool.
     keepalive_timeout = opts.keepalive_timeout or "30s",
@@ -415,6 +423,21 @@ function Collector:request_lines()
   return self:_lines(self.requests_file)
 end
 
+-- cjson gives floats on Lua 5.3+; make the counters read as integers.
+local to_integer = math.tointeger or function(x) return x end
+
+-- Requests to the analytics location as they arrive, before a planned delay:
+-- { seq, time, idempotency_key }, seq shared with requests().
+function Collector:arrivals()
+  local list = {}
+  for i, line in ipairs(self:_lines(self.arrivals_file)) do
+    local rec = cjson.decode(line)
+    rec.seq = to_integer(rec.seq) or rec.seq
+    list[i] = rec
+  end
+  return list
+end
+
 function Collector:events()
   local events = {}
   for i, line in ipairs(self:event_lines()) do
@@ -422,9 +445,6 @@ function Collector:events()
   end
   return events
 end
-
--- cjson gives floats on Lua 5.3+; make the counters read as integers.
-local to_integer = math.tointeger or function(x) return x end
 
 function Collector:requests()
   local records = {}
@@ -436,6 +456,22 @@ function Collector:requests()
     records[i] = rec
   end
   return records
+end
+
+-- "Delivered once" as a client promises it, whatever the service drops: over every
+-- request logged, how many 2xx answers each Idempotency-Key got. Answers the counts by
+-- key, and the keys answered more than once, sorted.
+function Collector:answers_by_key()
+  local counts, doubled = {}, {}
+  for _, rec in ipairs(self:requests()) do
+    local key = rec.headers.idempotency_key
+    if type(key) == "string" and rec.status >= 200 and rec.status < 300 then
+      counts[key] = (counts[key] or 0) + 1
+      if counts[key] == 2 then doubled[#doubled + 1] = key end
+    end
+  end
+  table.sort(doubled)
+  return counts, doubled
 end
 
 local function wait_for(reader, n, timeout)
@@ -453,6 +489,37 @@ end
 
 function Collector:wait_requests(n, timeout)
   return wait_for(function() return self:requests() end, n, timeout)
+end
+
+function Collector:wait_arrivals(n, timeout)
+  return wait_for(function() return self:arrivals() end, n, timeout)
+end
+
+local function all_answered(self)
+  local answered = {}
+  for _, rec in ipairs(self:requests()) do answered[rec.seq] = true end
+  for _, a in ipairs(self:arrivals()) do
+    if not answered[a.seq] then return false end
+  end
+  return true
+end
+
+-- Waits until every request that arrived has been answered (and logged): nothing is
+-- held by a planned delay any more. Answers true, or false at the timeout.
+function Collector:wait_idle(timeout)
+  return wait_until(timeout or 5, function() return all_answered(self) end) and true or false
+end
+
+-- Waits until the collector is idle and no request arrived for `quiet` seconds: for a
+-- spec whose client cancelled a request it may already have written, which the server
+-- then reads a moment later. Answers true, or false at the timeout.
+function Collector:wait_quiet(quiet, timeout)
+  local count, since = -1, socket.gettime()
+  return wait_until(timeout or 5, function()
+    local n = #self:arrivals()
+    if n ~= count then count, since = n, socket.gettime() end
+    return socket.gettime() - since >= quiet and all_answered(self)
+  end) and true or false
 end
 
 return M

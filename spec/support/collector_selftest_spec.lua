@@ -198,19 +198,42 @@ describe("collector", function()
     assert.equals(2, #c:requests())
   end)
 
-  it("drops byte-identical duplicates", function()
+  it("logs every copy by default, and counts the 2xx answers of each Idempotency-Key", function()
     local body = event_body()
-    assert.equals(200, curl(c.url, { body = body }).status)
-    local res = curl(c.url, { body = body })
+    for _, key in ipairs({ "key-a", "key-a", "key-b", "key-c", "key-c", "key-c" }) do
+      assert.equals(200, curl(c.url, { body = body, headers = { "Idempotency-Key: " .. key } }).status)
+    end
+    c:plan({ { status = 500 } })
+    assert.equals(500, curl(c.url, { body = body, headers = { "Idempotency-Key: key-d" } }).status)
+    assert.equals(200, curl(c.url, { body = body, headers = { "Idempotency-Key: key-d" } }).status)
+    assert.equals(200, curl(c.url, { body = body }).status) -- no key: not counted
+    assert.equals(8, #c:events())
+    for _, r in ipairs(c:requests()) do
+      assert.is_not.equals("duplicate", r.action)
+    end
+    local counts, doubled = c:answers_by_key()
+    assert.same({ ["key-a"] = 2, ["key-b"] = 1, ["key-c"] = 3, ["key-d"] = 1 }, counts)
+    assert.same({ "key-a", "key-c" }, doubled)
+  end)
+
+  it("with dedupe, drops byte-identical duplicates as the service does, and forgets them on reset", function()
+    local d = collector.start({ dedupe = true })
+    finally(function() d:stop() end)
+    local body = event_body()
+    assert.equals(200, curl(d.url, { body = body }).status)
+    local res = curl(d.url, { body = body })
     assert.equals(200, res.status)
     assert.same({ status = "success" }, decode(res.body))
     -- Same content, different bytes: not a duplicate.
-    assert.equals(200, curl(c.url, { body = body .. " " }).status)
-    assert.equals(2, #c:events())
-    local reqs = c:requests()
+    assert.equals(200, curl(d.url, { body = body .. " " }).status)
+    assert.equals(2, #d:events())
+    local reqs = d:requests()
     assert.equals("accepted", reqs[1].action)
     assert.equals("duplicate", reqs[2].action)
     assert.equals("accepted", reqs[3].action)
+    d:reset()
+    assert.equals(200, curl(d.url, { body = body }).status)
+    assert.equals("accepted", d:requests()[1].action)
   end)
 
   it("drops bots by user agent, but not an empty one", function()
@@ -335,14 +358,6 @@ describe("collector", function()
     assert.equals(1, c:requests()[1].seq)
   end)
 
-  it("forgets duplicates on reset", function()
-    local body = event_body()
-    assert.equals(200, curl(c.url, { body = body }).status)
-    c:reset()
-    assert.equals(200, curl(c.url, { body = body }).status)
-    assert.equals("accepted", c:requests()[1].action)
-  end)
-
   it("rejects malformed plans", function()
     local status = collector.request("PUT", c.base .. "/_collector/plan", '{"actions":[1]}')
     assert.equals(400, status)
@@ -370,7 +385,7 @@ end)
 
 describe("collector with two workers", function()
   it("shares one plan between them", function()
-    local c = collector.start({ workers = 2 })
+    local c = collector.start({ workers = 2, dedupe = true })
     finally(function() c:stop() end)
     local plan = {}
     for i = 1, 8 do plan[i] = { delay = 0.2, status = 500 } end

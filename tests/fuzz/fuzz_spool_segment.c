@@ -2,8 +2,11 @@
  * anything: a torn write, a damaged disk, records of another version. The input
  * describes the segments a writer that is gone left behind; most records are laid
  * down with a correct checksum so that the fuzzer reaches the decoding behind it.
- * Opening the folder adopts them; whatever is replayed must have come from the input,
- * once per key, and a writer that marks it all done must leave the folder empty. */
+ * Opening the folder adopts them. The harness reads the same files by the format alone
+ * (tests/spool_format.h): each segment up to its first record that is not whole and
+ * intact. Every key of an intact EVENT that no intact DONE finished must be replayed
+ * exactly once, with the bytes of one of its records, and nothing else; a writer that
+ * marks it all done must leave the folder empty. */
 #include "folders.h"
 #include "spool.h"
 #include "spool_format.h"
@@ -134,18 +137,113 @@ static bool write_file(const char *path, const uint8_t *data, size_t len)
     return fclose(f) == 0 && ok;
 }
 
+/* An intact EVENT record of the input, as the format defines it. */
+typedef struct input_event {
+    const uint8_t *key;
+    const uint8_t *body, *user_agent, *client_ip;
+    uint32_t body_len;
+    uint16_t user_agent_len, client_ip_len;
+} input_event;
+
+/* What a reader of the input must find: the intact EVENT records, and the keys that
+ * are pending (an intact EVENT, no intact DONE), each once. */
+typedef struct expected {
+    input_event events[MAX_EVENTS];
+    size_t event_count;
+    const uint8_t *done_keys[MAX_EVENTS];
+    size_t done_count;
+    const uint8_t *pending_keys[MAX_EVENTS];
+    size_t pending_count;
+} expected;
+
+static uint16_t get_u16(const uint8_t *p)
+{
+    return (uint16_t)(p[0] | p[1] << 8);
+}
+
+/* The inner fields of an EVENT payload: key, order, body, user agent and ip, whose
+ * lengths must add up to the payload's exactly. */
+static bool event_fields(const uint8_t *p, uint32_t len, input_event *e)
+{
+    const uint32_t fixed = 16 + 8 + 4 + 2 + 2;
+    if (len < fixed) return false;
+    e->key = p;
+    e->body_len = get_u32(p + 24);
+    if (e->body_len > len - fixed) return false;
+    e->body = p + 28;
+    e->user_agent_len = get_u16(e->body + e->body_len);
+    if (e->user_agent_len > len - fixed - e->body_len) return false;
+    e->user_agent = e->body + e->body_len + 2;
+    e->client_ip_len = get_u16(e->user_agent + e->user_agent_len);
+    e->client_ip = e->user_agent + e->user_agent_len + 2;
+    return e->client_ip_len == len - fixed - e->body_len - e->user_agent_len;
+}
+
+static bool key_listed(const uint8_t *const *keys, size_t count, const uint8_t *key)
+{
+    for (size_t i = 0; i < count; i++)
+        if (memcmp(keys[i], key, 16) == 0) return true;
+    return false;
+}
+
+/* Reads each segment from its start up to its first record that is torn, damaged, of
+ * an unknown type or with inner lengths that do not add up. */
+static void read_input(const segments *s, expected *x)
+{
+    x->event_count = x->done_count = x->pending_count = 0;
+    for (size_t i = 0; i < s->count; i++) {
+        const uint8_t *p = s->data[i], *end = p + s->len[i];
+        while ((size_t)(end - p) >= HEADER && get_u32(p) == MAGIC) {
+            uint32_t len = get_u32(p + 4);
+            if (len > (size_t)(end - p) - HEADER) break;
+            uint32_t crc =
+                ~crc32c_update(crc32c_update(0xffffffffu, p + 4, 4), p + 12, 1 + (size_t)len);
+            if (crc != get_u32(p + 8)) break;
+            const uint8_t *payload = p + HEADER;
+            if (p[12] == TYPE_EVENT) {
+                input_event *e = &x->events[x->event_count];
+                if (!event_fields(payload, len, e)) break;
+                x->event_count++;
+            } else if (p[12] == TYPE_DONE && len == 16) {
+                x->done_keys[x->done_count++] = payload;
+            } else {
+                break;
+            }
+            p += HEADER + (size_t)len;
+        }
+    }
+    for (size_t i = 0; i < x->event_count; i++) {
+        const uint8_t *key = x->events[i].key;
+        if (!key_listed(x->done_keys, x->done_count, key) &&
+            !key_listed(x->pending_keys, x->pending_count, key))
+            x->pending_keys[x->pending_count++] = key;
+    }
+}
+
 typedef struct replayed {
-    const segments *input;
+    const expected *input;
     uint64_t ids[MAX_EVENTS];
     uint8_t keys[MAX_EVENTS][16];
     size_t count;
 } replayed;
 
-static bool in_input(const segments *s, const void *bytes, size_t len)
+static bool same_bytes(const void *a, size_t a_len, const void *b, size_t b_len)
 {
-    if (len == 0) return true;
-    for (size_t i = 0; i < s->count; i++)
-        if (memmem(s->data[i], s->len[i], bytes, len)) return true;
+    return a_len == b_len && (a_len == 0 || memcmp(a, b, a_len) == 0);
+}
+
+/* The replayed event is one of the input's intact records, field for field. */
+static bool is_input_event(const expected *x, const dn_spool_event *e)
+{
+    for (size_t i = 0; i < x->event_count; i++) {
+        const input_event *in = &x->events[i];
+        if (memcmp(in->key, e->idempotency_key, 16) != 0) continue;
+        if (!same_bytes(in->body, in->body_len, e->body, e->body_len)) continue;
+        if (!same_bytes(in->user_agent, in->user_agent_len, e->user_agent, e->user_agent_len))
+            continue;
+        if (same_bytes(in->client_ip, in->client_ip_len, e->client_ip, e->client_ip_len))
+            return true;
+    }
     return false;
 }
 
@@ -153,12 +251,12 @@ static void on_event(void *ud, const dn_spool_event *e)
 {
     replayed *r = ud;
     if (r->count == MAX_EVENTS) abort();
-    if (!in_input(r->input, e->idempotency_key, 16) || !in_input(r->input, e->body, e->body_len))
-        abort();
-    if (e->user_agent && !in_input(r->input, e->user_agent, e->user_agent_len)) abort();
+    const uint8_t *key = e->idempotency_key;
+    if (!key_listed(r->input->pending_keys, r->input->pending_count, key)) abort();
+    if (!is_input_event(r->input, e)) abort();
     for (size_t i = 0; i < r->count; i++)
-        if (memcmp(r->keys[i], e->idempotency_key, 16) == 0) abort(); /* a key twice */
-    memcpy(r->keys[r->count], e->idempotency_key, 16);
+        if (memcmp(r->keys[i], key, 16) == 0) abort(); /* a key twice */
+    memcpy(r->keys[r->count], key, 16);
     r->ids[r->count++] = e->id;
 }
 
@@ -172,6 +270,7 @@ static void remove_folder(void)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static segments input;
+    static expected want;
     static replayed seen;
     if (!dir[0]) {
         /* tmpfs when there is one: every run writes, syncs and removes files. */
@@ -183,6 +282,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     reader r = {data, data + size};
     build(&input, &r);
+    read_input(&input, &want);
     char path[512];
     for (size_t i = 0; i < input.count; i++) {
         snprintf(path, sizeof path, "%s/" GONE_WRITER ".%zu.log", dir, i + 1);
@@ -195,9 +295,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     char err[256];
     dn_spool *spool = dn_spool_open(&options, err, sizeof err);
     if (!spool) abort();
-    seen.input = &input;
+    seen.input = &want;
     seen.count = 0;
     if (!dn_spool_replay(spool, on_event, &seen)) abort();
+    /* Each pending key was replayed once (on_event refuses a second): none is missing. */
+    if (seen.count != want.pending_count) abort();
     if (dn_spool_pending(spool) != seen.count) abort();
     for (size_t i = 0; i < seen.count; i++)
         if (dn_spool_mark_done(spool, seen.ids[i]) != DN_SPOOL_OK) abort();

@@ -158,7 +158,10 @@ local function process(method, body)
   if ua and ngx.re.find(ua, BOT_PATTERN, "ijo") then
     return 200, SUCCESS, "bot"
   end
-  if not dict:add("dup_" .. ngx.md5(body), true) then
+  -- The service's own dropping of a copy it has seen (byte-identical body), only when
+  -- the collector was started with dedupe = true: without it every copy a client sends
+  -- is logged, so that a spec can count them.
+  if ngx.var.collector_dedupe == "on" and not dict:add("dup_" .. ngx.md5(body), true) then
     return 200, SUCCESS, "duplicate"
   end
   -- Raw CR/LF can only be insignificant whitespace in valid JSON, so this
@@ -180,6 +183,10 @@ end
 function M.analytics()
   local body = read_body()
   local rec = request_record(body)
+  -- Logged on arrival, before any planned delay: a spec can wait until a request it
+  -- holds has reached the server, and until every request that arrived is answered.
+  append_line("arrivals.jsonl", cjson.encode({ seq = rec.seq, time = rec.time,
+    idempotency_key = rec.headers.idempotency_key }))
   local action = next_action()
 
   if not action then
@@ -324,6 +331,7 @@ function M.reset()
   dict:flush_expired()
   truncate("events.jsonl")
   truncate("requests.jsonl")
+  truncate("arrivals.jsonl")
   return control_answer(200, '{"status":"ok"}')
 end
 

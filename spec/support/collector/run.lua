@@ -1,5 +1,5 @@
 -- Runs the test collector for manual use until Ctrl-C or stdin closes:
---   lua5.4 spec/support/collector/run.lua [--port N] [--tls] [--http2] [--workers N]
+--   lua5.4 spec/support/collector/run.lua [--port N] [--tls] [--http2] [--workers N] [--dedupe]
 local socket = require("socket")
 
 local here = arg[0]:match("^(.*)/[^/]*$") or "."
@@ -17,10 +17,10 @@ while arg[i] do
     end
     opts[a:sub(3)] = value
     i = i + 1
-  elseif a == "--tls" or a == "--http2" then
+  elseif a == "--tls" or a == "--http2" or a == "--dedupe" then
     opts[a:sub(3)] = true
   else
-    io.stderr:write("usage: run.lua [--port N] [--tls] [--http2] [--workers N]\n")
+    io.stderr:write("usage: run.lua [--port N] [--tls] [--http2] [--workers N] [--dedupe]\n")
     os.exit(2)
   end
   i = i + 1
