@@ -45,6 +45,16 @@ bool dn_buf_reserve(dn_buf *b, size_t extra)
     return true;
 }
 
+void *dn_array_reserve(void *items, size_t len, size_t *cap, size_t item_size, size_t first_cap)
+{
+    if (len < *cap) return items;
+    size_t grown_cap = *cap ? *cap * 2 : first_cap;
+    if (grown_cap < *cap || grown_cap > SIZE_MAX / item_size) return NULL;
+    void *grown = realloc(items, grown_cap * item_size);
+    if (grown) *cap = grown_cap;
+    return grown;
+}
+
 void dn_buf_append(dn_buf *b, const void *data, size_t len)
 {
     if (len == 0 || !dn_buf_reserve(b, len)) return;

@@ -1,4 +1,5 @@
-/* A growable byte buffer: the one place that owns realloc arithmetic. */
+/* A growable byte buffer, and room in growable arrays: the one place that owns
+ * realloc arithmetic. */
 #ifndef DN_BUF_H
 #define DN_BUF_H
 
@@ -25,5 +26,10 @@ void dn_buf_append_int(dn_buf *b, long long v);
 size_t dn_format_int(char out[DN_INT_TEXT_MAX], long long v);
 /* NUL-terminates without counting the terminator in len; false when out of memory. */
 bool dn_buf_terminate(dn_buf *b);
+
+/* Room for one more item in an array of item_size items holding len of cap: the
+ * array itself when there is room, else it grown (cap doubled, or first_cap for an
+ * empty one, *cap updated), or NULL when out of memory (the array untouched). */
+void *dn_array_reserve(void *items, size_t len, size_t *cap, size_t item_size, size_t first_cap);
 
 #endif

@@ -1,4 +1,5 @@
 #include "queue.h"
+#include "buf.h"
 #include "ids.h"
 
 #include <stdlib.h>
@@ -74,13 +75,10 @@ void dn_queue_push_fresh(dn_queue *q, dn_event *e)
 
 bool dn_queue_push_retry(dn_queue *q, dn_event *e)
 {
-    if (q->retry_len == q->retry_cap) {
-        size_t cap = q->retry_cap ? q->retry_cap * 2 : 16;
-        dn_event **grown = realloc(q->retry_heap, cap * sizeof *grown);
-        if (!grown) return false;
-        q->retry_heap = grown;
-        q->retry_cap = cap;
-    }
+    dn_event **grown =
+        dn_array_reserve(q->retry_heap, q->retry_len, &q->retry_cap, sizeof *grown, 16);
+    if (!grown) return false;
+    q->retry_heap = grown;
     size_t i = q->retry_len++;
     while (i > 0) {
         size_t parent = (i - 1) / 2;

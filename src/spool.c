@@ -2,6 +2,7 @@
 #include "buf.h"
 #include "ids.h"
 #include "os.h"
+#include "spool_record.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -9,25 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* On disk, little-endian, packed byte by byte:
- *   u32 magic, u32 payload length, u32 CRC-32C, u8 type, payload
- * The CRC covers the length, the type and the payload, so a flipped length is caught
- * too. EVENT payload: key[16], u64 order, u32 body length, body, u16 user agent
- * length, user agent, u16 client ip length, client ip. DONE payload: key[16].
- *
- * The order is the id the writer handed out for the event: it counts up in the order
- * events were first appended (or adopted), and compaction copies a record unchanged,
- * so sorting a writer's EVENT records by order gives back its append order wherever
- * they now lie. Type 1 was the EVENT record before it carried an order; it now reads
- * as an unknown type, that is as damage. */
-#define RECORD_MAGIC  0x50534e44u /* "DNSP" as bytes on disk */
-#define RECORD_HEADER 13
-#define KEY_LEN       16
-#define EVENT_FIXED   (KEY_LEN + 8 + 4 + 2 + 2)
-#define EVENT_ORDER   (RECORD_HEADER + KEY_LEN) /* where the order lies in a record */
-#define DONE_RECORD   (RECORD_HEADER + KEY_LEN)
-
-enum { RECORD_DONE = 2, RECORD_EVENT = 3 };
+#define KEY_LEN DN_SPOOL_KEY_LEN
 
 /* In memory: per segment its size and the count and bytes of its pending events; per
  * pending event its id, key and place. Ids count up from 1 per writer and are not
@@ -106,165 +89,6 @@ typedef enum write_kind {
     WRITE_DONE,  /* never synced on its own */
     WRITE_MOVE,  /* a copy whose original is deleted afterwards: the caller syncs */
 } write_kind;
-
-static void put_u16(uint8_t *p, uint16_t v)
-{
-    p[0] = (uint8_t)v;
-    p[1] = (uint8_t)(v >> 8);
-}
-
-static void put_u32(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void put_u64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint16_t get_u16(const uint8_t *p)
-{
-    return (uint16_t)(p[0] | p[1] << 8);
-}
-
-static uint32_t get_u32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static uint64_t get_u64(const uint8_t *p)
-{
-    return (uint64_t)get_u32(p) | (uint64_t)get_u32(p + 4) << 32;
-}
-
-/* CRC-32C (Castagnoli, reflected polynomial 0x82f63b78), half a byte at a time: a
- * 16-entry table keeps it short while fast enough for appends of small events. */
-static uint32_t crc32c_update(uint32_t crc, const uint8_t *p, size_t len)
-{
-    static const uint32_t nibble[16] = {
-        0x00000000, 0x105ec76f, 0x20bd8ede, 0x30e349b1, 0x417b1dbc, 0x5125dad3,
-        0x61c69362, 0x7198540d, 0x82f63b78, 0x92a8fc17, 0xa24bb5a6, 0xb21572c9,
-        0xc38d26c4, 0xd3d3e1ab, 0xe330a81a, 0xf36e6f75,
-    };
-    while (len--) {
-        crc ^= *p++;
-        crc = (crc >> 4) ^ nibble[crc & 15];
-        crc = (crc >> 4) ^ nibble[crc & 15];
-    }
-    return crc;
-}
-
-static uint32_t record_crc(const uint8_t *record, uint32_t payload_len)
-{
-    uint32_t crc = crc32c_update(0xffffffffu, record + 4, 4);
-    crc = crc32c_update(crc, record + RECORD_HEADER - 1, (size_t)payload_len + 1);
-    return ~crc;
-}
-
-typedef struct event_view {
-    const uint8_t *key;
-    uint64_t order;
-    const char *body;
-    uint32_t body_len;
-    const char *user_agent;
-    uint16_t user_agent_len;
-    const char *client_ip;
-    uint16_t client_ip_len;
-} event_view;
-
-static bool event_decode(const uint8_t *payload, uint32_t len, event_view *ev)
-{
-    if (len < EVENT_FIXED) return false;
-    uint32_t room = len - EVENT_FIXED; /* bytes left for body, user agent and ip */
-    const uint8_t *p = payload;
-    ev->key = p;
-    p += KEY_LEN;
-    ev->order = get_u64(p);
-    p += 8;
-    ev->body_len = get_u32(p);
-    p += 4;
-    if (ev->body_len > room) return false;
-    room -= ev->body_len;
-    ev->body = (const char *)p;
-    p += ev->body_len;
-    ev->user_agent_len = get_u16(p);
-    p += 2;
-    if (ev->user_agent_len > room) return false;
-    room -= ev->user_agent_len;
-    ev->user_agent = (const char *)p;
-    p += ev->user_agent_len;
-    ev->client_ip_len = get_u16(p);
-    p += 2;
-    if (ev->client_ip_len != room) return false;
-    ev->client_ip = (const char *)p;
-    return true;
-}
-
-typedef struct record {
-    uint8_t type;
-    const uint8_t *payload;
-    uint32_t payload_len;
-    uint64_t size;
-} record;
-
-/* False when data does not start with a whole, intact record of a known type whose
- * inner lengths add up: a torn tail and a corrupt record look the same to a reader. */
-static bool record_parse(const uint8_t *data, uint64_t avail, record *r)
-{
-    if (avail < RECORD_HEADER || get_u32(data) != RECORD_MAGIC) return false;
-    uint32_t payload_len = get_u32(data + 4);
-    if (payload_len > avail - RECORD_HEADER) return false;
-    if (record_crc(data, payload_len) != get_u32(data + 8)) return false;
-    r->type = data[RECORD_HEADER - 1];
-    r->payload = data + RECORD_HEADER;
-    r->payload_len = payload_len;
-    r->size = RECORD_HEADER + (uint64_t)payload_len;
-    event_view ev;
-    if (r->type == RECORD_EVENT) return event_decode(r->payload, payload_len, &ev);
-    return r->type == RECORD_DONE && payload_len == KEY_LEN;
-}
-
-/* Builds one whole record in b, so that it reaches the file in a single write. */
-static void record_begin(dn_buf *b, uint8_t type, uint32_t payload_len)
-{
-    dn_buf_clear(b);
-    if (!dn_buf_reserve(b, RECORD_HEADER + (size_t)payload_len)) return;
-    uint8_t *p = (uint8_t *)b->data;
-    put_u32(p, RECORD_MAGIC);
-    put_u32(p + 4, payload_len);
-    put_u32(p + 8, 0);
-    p[12] = type;
-    b->len = RECORD_HEADER;
-}
-
-static void record_finish(dn_buf *b)
-{
-    if (b->failed) return;
-    uint8_t *p = (uint8_t *)b->data;
-    put_u32(p + 8, record_crc(p, get_u32(p + 4)));
-}
-
-static void append_u16(dn_buf *b, uint16_t v)
-{
-    uint8_t bytes[2];
-    put_u16(bytes, v);
-    dn_buf_append(b, bytes, sizeof bytes);
-}
-
-static void append_u32(dn_buf *b, uint32_t v)
-{
-    uint8_t bytes[4];
-    put_u32(bytes, v);
-    dn_buf_append(b, bytes, sizeof bytes);
-}
-
-static void append_u64(dn_buf *b, uint64_t v)
-{
-    uint8_t bytes[8];
-    put_u64(bytes, v);
-    dn_buf_append(b, bytes, sizeof bytes);
-}
 
 DN_PRINTF_LIKE(2, 3) static void set_error(dn_spool *s, const char *fmt, ...)
 {
@@ -374,22 +198,19 @@ static bool pending_reserve(dn_spool *s)
         pending_squeeze(s);
         return true;
     }
-    size_t cap = s->pending_cap ? s->pending_cap * 2 : 64;
-    pending_event *grown = realloc(s->pending, cap * sizeof *grown);
+    pending_event *grown =
+        dn_array_reserve(s->pending, s->pending_len, &s->pending_cap, sizeof *grown, 64);
     if (!grown) return false;
     s->pending = grown;
-    s->pending_cap = cap;
     return true;
 }
 
 static bool segments_reserve(dn_spool *s)
 {
-    if (s->segment_count < s->segment_cap) return true;
-    size_t cap = s->segment_cap ? s->segment_cap * 2 : 8;
-    segment *grown = realloc(s->segments, cap * sizeof *grown);
+    segment *grown =
+        dn_array_reserve(s->segments, s->segment_count, &s->segment_cap, sizeof *grown, 8);
     if (!grown) return false;
     s->segments = grown;
-    s->segment_cap = cap;
     return true;
 }
 
@@ -520,7 +341,7 @@ static dn_spool_status add_event(dn_spool *s, const uint8_t *data, uint64_t len,
     if (status != DN_SPOOL_OK) return status;
     pending_event *e = &s->pending[s->pending_len++];
     *e = (pending_event){.id = s->next_id++, .seq = seq, .offset = offset, .size = len};
-    memcpy(e->key, data + RECORD_HEADER, KEY_LEN);
+    memcpy(e->key, data + DN_SPOOL_RECORD_HEADER, KEY_LEN);
     count_live(s, seq, len, true);
     if (id) *id = e->id;
     return DN_SPOOL_OK;
@@ -536,7 +357,7 @@ static void mark_gone(dn_spool *s, pending_event *e)
 /* Reads the EVENT record of size bytes at offset into buf; false when it cannot be
  * read or is no longer intact. */
 static bool read_event_at(dn_spool *s, int fd, uint64_t offset, uint64_t size, dn_buf *buf,
-                          record *r)
+                          dn_spool_record *r)
 {
     dn_buf_clear(buf);
     if (!dn_buf_reserve(buf, (size_t)size)) {
@@ -548,8 +369,8 @@ static bool read_event_at(dn_spool *s, int fd, uint64_t offset, uint64_t size, d
         return false;
     }
     buf->len = (size_t)size;
-    if (!record_parse((const uint8_t *)buf->data, size, r) || r->type != RECORD_EVENT ||
-        r->size != size) {
+    if (!dn_spool_record_parse((const uint8_t *)buf->data, size, r) ||
+        r->type != DN_SPOOL_RECORD_EVENT || r->size != size) {
         set_error(s, "an event in %s no longer reads back intact", s->dir);
         return false;
     }
@@ -558,7 +379,7 @@ static bool read_event_at(dn_spool *s, int fd, uint64_t offset, uint64_t size, d
 
 /* Reads our own record back into buf; false when it cannot be read or is no longer
  * intact. */
-static bool read_own_record(dn_spool *s, const pending_event *e, dn_buf *buf, record *r)
+static bool read_own_record(dn_spool *s, const pending_event *e, dn_buf *buf, dn_spool_record *r)
 {
     int fd = -1;
     if (s->current_fd >= 0 && e->seq == current_segment(s)->seq) {
@@ -659,13 +480,9 @@ static gone_writer *gone_list_find_or_add(gone_list *list, const char *name)
 {
     for (size_t i = 0; i < list->count; i++)
         if (strcmp(list->writers[i].name, name) == 0) return &list->writers[i];
-    if (list->count == list->cap) {
-        size_t cap = list->cap ? list->cap * 2 : 8;
-        gone_writer *grown = realloc(list->writers, cap * sizeof *grown);
-        if (!grown) return NULL;
-        list->writers = grown;
-        list->cap = cap;
-    }
+    gone_writer *grown = dn_array_reserve(list->writers, list->count, &list->cap, sizeof *grown, 8);
+    if (!grown) return NULL;
+    list->writers = grown;
     gone_writer *w = &list->writers[list->count++];
     memset(w, 0, sizeof *w);
     strcpy(w->name, name);
@@ -675,13 +492,9 @@ static gone_writer *gone_list_find_or_add(gone_list *list, const char *name)
 
 static bool gone_writer_add_seq(gone_writer *w, uint64_t seq)
 {
-    if (w->seq_count == w->seq_cap) {
-        size_t cap = w->seq_cap ? w->seq_cap * 2 : 8;
-        uint64_t *grown = realloc(w->seqs, cap * sizeof *grown);
-        if (!grown) return false;
-        w->seqs = grown;
-        w->seq_cap = cap;
-    }
+    uint64_t *grown = dn_array_reserve(w->seqs, w->seq_count, &w->seq_cap, sizeof *grown, 8);
+    if (!grown) return false;
+    w->seqs = grown;
     w->seqs[w->seq_count++] = seq;
     return true;
 }
@@ -861,24 +674,23 @@ static bool collect_keys(dn_spool *s, gone_list *list, key_map *map, dn_buf *buf
             if (!read_gone_segment(s, gw, gw->seqs[i], buf)) return false;
             if (buf->len == 0) continue;
             const uint8_t *data = (const uint8_t *)buf->data;
-            record r;
-            for (uint64_t at = 0; record_parse(data + at, buf->len - at, &r); at += r.size) {
+            dn_spool_record r;
+            for (uint64_t at = 0; dn_spool_record_parse(data + at, buf->len - at, &r);
+                 at += r.size) {
                 key_slot *slot = key_map_note(map, r.payload);
                 if (!slot) {
                     set_error(s, "cannot adopt in %s: out of memory", s->dir);
                     return false;
                 }
-                if (r.type == RECORD_DONE) slot->done = true;
+                if (r.type == DN_SPOOL_RECORD_DONE) slot->done = true;
             }
         }
     }
     return true;
 }
 
-/* Second pass: every EVENT record of a key no DONE finished, then sorted by writer
- * and order. A key twice in one writer keeps its first place: both copies carry the
- * same order. */
-static bool list_pending(dn_spool *s, gone_list *list, key_map *map, dn_buf *buf, adoption *a)
+/* Second pass: every EVENT record of a key no DONE finished, in file order. */
+static bool collect_pending(dn_spool *s, gone_list *list, key_map *map, dn_buf *buf, adoption *a)
 {
     for (size_t w = 0; w < list->count; w++) {
         gone_writer *gw = &list->writers[w];
@@ -886,23 +698,21 @@ static bool list_pending(dn_spool *s, gone_list *list, key_map *map, dn_buf *buf
             if (!read_gone_segment(s, gw, gw->seqs[i], buf)) return false;
             if (buf->len == 0) continue;
             const uint8_t *data = (const uint8_t *)buf->data;
-            record r;
-            for (uint64_t at = 0; record_parse(data + at, buf->len - at, &r); at += r.size) {
-                if (r.type != RECORD_EVENT) continue;
+            dn_spool_record r;
+            for (uint64_t at = 0; dn_spool_record_parse(data + at, buf->len - at, &r);
+                 at += r.size) {
+                if (r.type != DN_SPOOL_RECORD_EVENT) continue;
                 key_slot *slot = key_map_slot(map, r.payload);
                 if (!slot->used || slot->done) continue;
-                if (a->count == a->cap) {
-                    size_t cap = a->cap ? a->cap * 2 : 256;
-                    adopted_event *grown = realloc(a->events, cap * sizeof *grown);
-                    if (!grown) {
-                        set_error(s, "cannot adopt in %s: out of memory", s->dir);
-                        return false;
-                    }
-                    a->events = grown;
-                    a->cap = cap;
+                adopted_event *grown =
+                    dn_array_reserve(a->events, a->count, &a->cap, sizeof *grown, 256);
+                if (!grown) {
+                    set_error(s, "cannot adopt in %s: out of memory", s->dir);
+                    return false;
                 }
-                event_view ev;
-                event_decode(r.payload, r.payload_len, &ev);
+                a->events = grown;
+                dn_spool_event_fields ev;
+                dn_spool_event_decode(&r, &ev);
                 a->events[a->count++] = (adopted_event){
                     .slot = slot,
                     .writer = w,
@@ -914,12 +724,14 @@ static bool list_pending(dn_spool *s, gone_list *list, key_map *map, dn_buf *buf
             }
         }
     }
-    a->next = calloc(list->count, sizeof *a->next);
-    a->end = calloc(list->count, sizeof *a->end);
-    if (!a->next || !a->end) {
-        set_error(s, "cannot adopt in %s: out of memory", s->dir);
-        return false;
-    }
+    return true;
+}
+
+/* Sorts the pending records by writer and order and keeps one per key and writer: a
+ * key twice in one writer keeps its first place, both copies carrying the same order.
+ * Counts per key the writers it is pending in. */
+static void deduplicate_pending(adoption *a)
+{
     if (a->count > 1) qsort(a->events, a->count, sizeof *a->events, compare_adopted);
     size_t kept = 0;
     for (size_t i = 0; i < a->count; i++) {
@@ -930,12 +742,30 @@ static bool list_pending(dn_spool *s, gone_list *list, key_map *map, dn_buf *buf
         a->events[kept++] = e;
     }
     a->count = kept;
+}
+
+/* Per writer, the range of its records in the sorted list. */
+static bool index_pending(dn_spool *s, const gone_list *list, adoption *a)
+{
+    a->next = calloc(list->count, sizeof *a->next);
+    a->end = calloc(list->count, sizeof *a->end);
+    if (!a->next || !a->end) {
+        set_error(s, "cannot adopt in %s: out of memory", s->dir);
+        return false;
+    }
     for (size_t i = 0, w = 0; w < list->count; w++) {
         a->next[w] = i;
         while (i < a->count && a->events[i].writer == w) i++;
         a->end[w] = i;
     }
     return true;
+}
+
+static bool list_pending(dn_spool *s, gone_list *list, key_map *map, dn_buf *buf, adoption *a)
+{
+    if (!collect_pending(s, list, map, buf, a)) return false;
+    deduplicate_pending(a);
+    return index_pending(s, list, a);
 }
 
 /* Moves writer w past the events already copied and counts its new next one. */
@@ -970,11 +800,10 @@ static bool copy_adopted(dn_spool *s, gone_list *list, const adopted_event *e, g
         rd->writer = e->writer;
         rd->seq = e->seq;
     }
-    record r;
+    dn_spool_record r;
     if (!read_event_at(s, rd->fd, e->offset, e->size, buf, &r)) return false;
     uint8_t *data = (uint8_t *)buf->data;
-    put_u64(data + EVENT_ORDER, s->next_id);
-    put_u32(data + 8, record_crc(data, r.payload_len));
+    dn_spool_event_set_order(data, s->next_id);
     return add_event(s, data, e->size, WRITE_MOVE, NULL) == DN_SPOOL_OK;
 }
 
@@ -1208,8 +1037,8 @@ bool dn_spool_replay(dn_spool *s, dn_spool_event_fn on_event, void *ud)
     s->replaying = true;
     for (size_t i = 0; i < count; i++) {
         if (s->pending[i].done) continue;
-        record r;
-        event_view ev;
+        dn_spool_record r;
+        dn_spool_event_fields ev;
         if (!read_own_record(s, &s->pending[i], &buf, &r)) {
             /* Never replay what does not read back intact; forget it rather than
              * stumble on it again. */
@@ -1217,7 +1046,7 @@ bool dn_spool_replay(dn_spool *s, dn_spool_event_fn on_event, void *ud)
             ok = false;
             continue;
         }
-        event_decode(r.payload, r.payload_len, &ev);
+        dn_spool_event_decode(&r, &ev);
         dn_spool_event event = {
             .id = s->pending[i].id,
             .body = ev.body,
@@ -1239,27 +1068,25 @@ dn_spool_status dn_spool_append(dn_spool *s, const uint8_t idempotency_key[16], 
                                 size_t body_len, const char *user_agent, size_t user_agent_len,
                                 const char *client_ip, size_t client_ip_len, uint64_t *id)
 {
-    if (user_agent_len > UINT16_MAX || client_ip_len > UINT16_MAX ||
-        body_len > UINT32_MAX - EVENT_FIXED - user_agent_len - client_ip_len) {
+    uint64_t size = dn_spool_event_record_size(body_len, user_agent_len, client_ip_len);
+    if (size == 0) {
         set_error(s, "event too large for the spool");
         return DN_SPOOL_ERROR;
     }
-    uint32_t payload_len = (uint32_t)(EVENT_FIXED + body_len + user_agent_len + client_ip_len);
-    uint64_t size = RECORD_HEADER + (uint64_t)payload_len;
     if (size > s->max_bytes || s->disk_bytes > s->max_bytes - size) return DN_SPOOL_FULL;
 
+    dn_spool_event_fields fields = {
+        .key = idempotency_key,
+        .order = s->next_id, /* the id add_event hands out for it */
+        .body = body,
+        .body_len = (uint32_t)body_len,
+        .user_agent = user_agent,
+        .user_agent_len = (uint16_t)user_agent_len,
+        .client_ip = client_ip,
+        .client_ip_len = (uint16_t)client_ip_len,
+    };
     dn_buf *b = &s->scratch;
-    record_begin(b, RECORD_EVENT, payload_len);
-    dn_buf_append(b, idempotency_key, KEY_LEN);
-    append_u64(b, s->next_id); /* the id add_event hands out for it */
-    append_u32(b, (uint32_t)body_len);
-    dn_buf_append(b, body, body_len);
-    append_u16(b, (uint16_t)user_agent_len);
-    dn_buf_append(b, user_agent, user_agent_len);
-    append_u16(b, (uint16_t)client_ip_len);
-    dn_buf_append(b, client_ip, client_ip_len);
-    record_finish(b);
-    if (b->failed) {
+    if (!dn_spool_event_encode(b, &fields)) {
         set_error(s, "cannot append an event: out of memory");
         return DN_SPOOL_ERROR;
     }
@@ -1273,12 +1100,8 @@ dn_spool_status dn_spool_mark_done(dn_spool *s, uint64_t id)
         set_error(s, "no pending event with id %llu", (unsigned long long)id);
         return DN_SPOOL_ERROR;
     }
-    uint8_t done[DONE_RECORD];
-    put_u32(done, RECORD_MAGIC);
-    put_u32(done + 4, KEY_LEN);
-    done[12] = RECORD_DONE;
-    memcpy(done + RECORD_HEADER, e->key, KEY_LEN);
-    put_u32(done + 8, record_crc(done, KEY_LEN));
+    uint8_t done[DN_SPOOL_DONE_RECORD_SIZE];
+    dn_spool_done_encode(done, e->key);
     /* Done in memory even when the record cannot be written: the caller is finished
      * with the event, and at worst a later writer sends it once more. */
     mark_gone(s, e);
@@ -1318,7 +1141,7 @@ static void compact_oldest_segment(dn_spool *s)
     uint64_t oldest_seq = s->segments[0].seq;
     for (size_t i = 0; i < s->pending_len; i++) {
         if (s->pending[i].done || s->pending[i].seq != oldest_seq) continue;
-        record r;
+        dn_spool_record r;
         if (!read_own_record(s, &s->pending[i], &s->scratch, &r)) {
             mark_gone(s, &s->pending[i]);
             continue;

@@ -1,4 +1,5 @@
 #include "transport.h"
+#include "buf.h"
 #include "ids.h"
 #include "os.h"
 
@@ -120,13 +121,10 @@ static curl_socket_t open_socket(void *userp, curlsocktype purpose, struct curl_
 {
     (void)purpose;
     dn_transport *t = userp;
-    if (t->socket_count == t->socket_cap) {
-        size_t cap = t->socket_cap ? t->socket_cap * 2 : 16;
-        curl_socket_t *grown = realloc(t->sockets, cap * sizeof *grown);
-        if (!grown) return CURL_SOCKET_BAD;
-        t->sockets = grown;
-        t->socket_cap = cap;
-    }
+    curl_socket_t *grown =
+        dn_array_reserve(t->sockets, t->socket_count, &t->socket_cap, sizeof *grown, 16);
+    if (!grown) return CURL_SOCKET_BAD;
+    t->sockets = grown;
     /* Close-on-exec: a host that execs (nginx's binary upgrade) must not carry them. */
     curl_socket_t fd = dn_os_socket_open(address->family, address->socktype, address->protocol);
     if (fd == CURL_SOCKET_BAD) return CURL_SOCKET_BAD;
