@@ -47,14 +47,12 @@ typedef struct lclient {
     dn_client *core;
     int anchor_ref; /* the client's own userdata while it has work left */
     char *customers_id;
-    /* The last ids this client read or made, and the session record it last wrote
-     * with what that record says: when the storage gives the same bytes back, emit
-     * neither validates nor parses them again (see resolve_user_id, resolve_session). */
+    /* The last user id this client read or made, and the session record it last
+     * wrote: when the storage gives the same bytes back, emit neither validates nor
+     * parses them again (see resolve_user_id, resolve_session). */
     char user_id_known[DN_ID_MAX + 1];
     size_t user_id_known_len;
-    char *session_text;
-    size_t session_text_len;
-    dn_session session_known;
+    dn_session_memo session_memo;
 } lclient;
 
 typedef struct client_box {
@@ -495,38 +493,6 @@ static bool resolve_user_id(lua_State *L, lclient *lc, int self, const storage_r
     return true;
 }
 
-/* Keeps record (just written) and the session it says, for resolve_session to
- * recognise. Only when parsing the record would give back exactly this session: a
- * start page of printable ASCII (other bytes may not survive the JSON round trip),
- * expires within a double's integers. */
-static void remember_session(lclient *lc, const dn_session *session, const char *record,
-                             size_t record_len)
-{
-    lc->session_text_len = 0;
-    bool exact = session->expires_ms < 9007199254740992LL;
-    for (size_t i = 0; exact && session->start_page && i < session->start_page_len; i++)
-        exact = session->start_page[i] >= 0x20 && session->start_page[i] < 0x7f;
-    if (!exact) return;
-    char *text = realloc(lc->session_text, record_len ? record_len : 1);
-    if (!text) return;
-    lc->session_text = text;
-    dn_session *known = &lc->session_known;
-    bool same_page = known->start_page && session->start_page &&
-                     known->start_page_len == session->start_page_len &&
-                     memcmp(known->start_page, session->start_page, session->start_page_len) == 0;
-    if (!same_page) {
-        dn_session_clear(known);
-        if (session->start_page &&
-            !dn_session_set_start_page(known, session->start_page, session->start_page_len))
-            return;
-    }
-    memcpy(known->id, session->id, session->id_len + 1);
-    known->id_len = session->id_len;
-    known->expires_ms = session->expires_ms;
-    memcpy(text, record, record_len);
-    lc->session_text_len = record_len;
-}
-
 /* page: the first page to remember when the session has none yet (may be NULL). */
 static bool resolve_session(lua_State *L, lclient *lc, int self, const storage_ref *storage,
                             const char *page, size_t page_len, dn_session *session)
@@ -535,23 +501,10 @@ static bool resolve_session(lua_State *L, lclient *lc, int self, const storage_r
     store_read r = read_record(L, lc, self, storage, DN_SESSION_ID_KEY, &from_fallback);
     size_t len = 0;
     const char *stored = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &len) : NULL;
-    int64_t now_ms = dn_wall_ms(), ttl_ms = lc->core->config.session_timeout_ms;
-    const dn_session *known = &lc->session_known;
-    dn_id_outcome outcome;
-    bool as_written = stored && lc->session_text_len && len == lc->session_text_len &&
-                      memcmp(stored, lc->session_text, len) == 0 && now_ms < known->expires_ms;
-    if (as_written) {
-        /* What dn_session_resolve would make of these bytes, without parsing them. */
-        memset(session, 0, sizeof *session);
-        memcpy(session->id, known->id, known->id_len + 1);
-        session->id_len = known->id_len;
-        if (known->start_page)
-            dn_session_set_start_page(session, known->start_page, known->start_page_len);
-        session->expires_ms = now_ms + ttl_ms;
-        outcome = DN_ID_KEPT;
-    } else {
-        outcome = dn_session_resolve(stored, len, now_ms, ttl_ms, session);
-    }
+    bool as_written;
+    dn_id_outcome outcome =
+        dn_session_memo_resolve(&lc->session_memo, stored, len, dn_wall_ms(),
+                                lc->core->config.session_timeout_ms, session, &as_written);
     lua_pop(L, 1);
     if (outcome == DN_ID_FAILED) return false;
     bool page_added = false;
@@ -560,14 +513,13 @@ static bool resolve_session(lua_State *L, lclient *lc, int self, const storage_r
 
     /* The usual emit: the record came back as written and only its expiry moves. */
     char spliced[512];
-    size_t spliced_len =
-        as_written && !page_added
-            ? dn_session_record_with_expiry(lc->session_text, lc->session_text_len, known->id_len,
-                                            session->expires_ms, spliced, sizeof spliced)
-            : 0;
+    size_t spliced_len = as_written && !page_added
+                             ? dn_session_memo_record_with_expiry(
+                                   &lc->session_memo, session->expires_ms, spliced, sizeof spliced)
+                             : 0;
     if (spliced_len) {
         write_record(L, lc, self, storage, r, DN_SESSION_ID_KEY, spliced, spliced_len);
-        remember_session(lc, session, spliced, spliced_len);
+        dn_session_memo_remember(&lc->session_memo, session, spliced, spliced_len);
         return true;
     }
     dn_buf record;
@@ -577,7 +529,7 @@ static bool resolve_session(lua_State *L, lclient *lc, int self, const storage_r
     dn_session_record_format(session, &record);
     if (!record.failed) {
         write_record(L, lc, self, storage, r, DN_SESSION_ID_KEY, record.data, record.len);
-        remember_session(lc, session, record.data, record.len);
+        dn_session_memo_remember(&lc->session_memo, session, record.data, record.len);
     }
     dn_buf_free(&record);
     return true;
@@ -1097,8 +1049,7 @@ static int client_gc(lua_State *L)
     dn_client_free(lc->core);
     luaL_unref(L, LUA_REGISTRYINDEX, lc->anchor_ref);
     free(lc->customers_id);
-    free(lc->session_text);
-    dn_session_clear(&lc->session_known);
+    dn_session_memo_free(&lc->session_memo);
     free(lc);
     return 0;
 }

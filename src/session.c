@@ -141,3 +141,71 @@ dn_id_outcome dn_session_resolve(const char *stored, size_t len, int64_t now_ms,
     out->expires_ms = now_ms + ttl_ms;
     return DN_ID_CREATED;
 }
+
+/* A start page of printable ASCII (other bytes may not survive the JSON round trip)
+ * and an expiry within a double's integers. */
+static bool memo_exact(const dn_session *session)
+{
+    bool exact = session->expires_ms < 9007199254740992LL;
+    for (size_t i = 0; exact && session->start_page && i < session->start_page_len; i++)
+        exact = session->start_page[i] >= 0x20 && session->start_page[i] < 0x7f;
+    return exact;
+}
+
+void dn_session_memo_remember(dn_session_memo *memo, const dn_session *session, const char *record,
+                              size_t record_len)
+{
+    memo->record_len = 0;
+    if (!memo_exact(session)) return;
+    char *text = realloc(memo->record, record_len ? record_len : 1);
+    if (!text) return;
+    memo->record = text;
+    dn_session *known = &memo->session;
+    bool same_page = known->start_page && session->start_page &&
+                     known->start_page_len == session->start_page_len &&
+                     memcmp(known->start_page, session->start_page, session->start_page_len) == 0;
+    if (!same_page) {
+        dn_session_clear(known);
+        if (session->start_page &&
+            !dn_session_set_start_page(known, session->start_page, session->start_page_len))
+            return;
+    }
+    memcpy(known->id, session->id, session->id_len + 1);
+    known->id_len = session->id_len;
+    known->expires_ms = session->expires_ms;
+    memcpy(text, record, record_len);
+    memo->record_len = record_len;
+}
+
+dn_id_outcome dn_session_memo_resolve(const dn_session_memo *memo, const char *stored, size_t len,
+                                      int64_t now_ms, int64_t ttl_ms, dn_session *out,
+                                      bool *as_written)
+{
+    const dn_session *known = &memo->session;
+    *as_written = stored && memo->record_len && len == memo->record_len &&
+                  memcmp(stored, memo->record, len) == 0 && now_ms < known->expires_ms;
+    if (!*as_written) return dn_session_resolve(stored, len, now_ms, ttl_ms, out);
+    /* What dn_session_resolve would make of these bytes, without parsing them. */
+    memset(out, 0, sizeof *out);
+    memcpy(out->id, known->id, known->id_len + 1);
+    out->id_len = known->id_len;
+    if (known->start_page) dn_session_set_start_page(out, known->start_page, known->start_page_len);
+    out->expires_ms = now_ms + ttl_ms;
+    return DN_ID_KEPT;
+}
+
+size_t dn_session_memo_record_with_expiry(const dn_session_memo *memo, int64_t expires_ms,
+                                          char *out, size_t out_size)
+{
+    if (!memo->record_len) return 0;
+    return dn_session_record_with_expiry(memo->record, memo->record_len, memo->session.id_len,
+                                         expires_ms, out, out_size);
+}
+
+void dn_session_memo_free(dn_session_memo *memo)
+{
+    free(memo->record);
+    dn_session_clear(&memo->session);
+    memo->record = NULL;
+    memo->record_len = 0;
+}

@@ -54,4 +54,27 @@ dn_id_outcome dn_session_resolve(const char *stored, size_t len, int64_t now_ms,
 bool dn_session_set_start_page(dn_session *session, const char *page, size_t len);
 void dn_session_clear(dn_session *session);
 
+/* The session record a client last wrote and the session it says: when the storage
+ * gives the same bytes back, emit neither validates nor parses them again. A memo
+ * answers as dn_session_resolve would for any record and clock (test_session.c). */
+typedef struct dn_session_memo {
+    char *record; /* malloc'd; record_len 0 when nothing is remembered */
+    size_t record_len;
+    dn_session session;
+} dn_session_memo;
+
+/* Remembers record (just written) and the session it says. Only when parsing the
+ * record would give back exactly this session; otherwise the memo is emptied. */
+void dn_session_memo_remember(dn_session_memo *memo, const dn_session *session, const char *record,
+                              size_t record_len);
+/* dn_session_resolve, answered from the memo when stored is the remembered record and
+ * still alive; *as_written says whether it was. */
+dn_id_outcome dn_session_memo_resolve(const dn_session_memo *memo, const char *stored, size_t len,
+                                      int64_t now_ms, int64_t ttl_ms, dn_session *out,
+                                      bool *as_written);
+/* The remembered record with the expiry replaced (see dn_session_record_with_expiry). */
+size_t dn_session_memo_record_with_expiry(const dn_session_memo *memo, int64_t expires_ms,
+                                          char *out, size_t out_size);
+void dn_session_memo_free(dn_session_memo *memo);
+
 #endif

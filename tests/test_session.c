@@ -499,6 +499,108 @@ static void test_user_id_resolve_created(void)
     CHECK_STR_EQ(out, USER_ID);
 }
 
+/* xorshift64*: the same cases on every run. */
+static uint64_t memo_rng = 0x9e3779b97f4a7c15ull;
+
+static uint64_t memo_random(void)
+{
+    memo_rng ^= memo_rng >> 12;
+    memo_rng ^= memo_rng << 25;
+    memo_rng ^= memo_rng >> 27;
+    return memo_rng * 0x2545f4914f6cdd1dull;
+}
+
+/* A start page of any bytes, often printable ASCII, sometimes missing or empty. */
+static void random_start_page(dn_session *s)
+{
+    uint64_t kind = memo_random() % 5;
+    if (kind == 0) return;
+    char page[64];
+    size_t len = kind == 1 ? 0 : (size_t)(memo_random() % sizeof page);
+    for (size_t i = 0; i < len; i++)
+        page[i] = (char)(kind == 2 ? memo_random() % 256 : 0x20 + memo_random() % 0x5f);
+    dn_session_set_start_page(s, page, len);
+}
+
+/* Expiries around now, and beyond what a double holds exactly. */
+static int64_t random_expiry(int64_t now_ms)
+{
+    switch (memo_random() % 4) {
+    case 0:
+        return now_ms + (int64_t)(memo_random() % 2);
+    case 1:
+        return now_ms - (int64_t)(memo_random() % 3);
+    case 2:
+        return 9007199254740992LL + (int64_t)(memo_random() % 3) - 1;
+    default:
+        return now_ms + (int64_t)(memo_random() % TTL_MS);
+    }
+}
+
+static bool same_session(const dn_session *a, const dn_session *b)
+{
+    bool same_page =
+        (a->start_page == NULL) == (b->start_page == NULL) &&
+        (!a->start_page || (a->start_page_len == b->start_page_len &&
+                            memcmp(a->start_page, b->start_page, a->start_page_len) == 0));
+    return a->id_len == b->id_len && memcmp(a->id, b->id, a->id_len) == 0 &&
+           a->expires_ms == b->expires_ms && same_page;
+}
+
+/* The memo is only a shortcut: for any record it remembered, any bytes the storage
+ * gives back and any clock, it answers what dn_session_resolve answers, and the record
+ * it splices is the one formatting that answer gives. */
+static void test_memo_answers_as_resolve(void)
+{
+    dn_session_memo memo = {0};
+    dn_buf record, formatted;
+    dn_buf_init(&record);
+    dn_buf_init(&formatted);
+    int64_t base_ms = EXPIRES;
+    for (int i = 0; i < 20000; i++) {
+        dn_session written = {0};
+        written.id_len = dn_session_id_make(written.id, base_ms);
+        written.expires_ms = random_expiry(base_ms);
+        random_start_page(&written);
+        format_record(&written, &record);
+        dn_session_memo_remember(&memo, &written, record.data, record.len);
+
+        /* The record as written, one byte changed, or nothing. */
+        uint64_t stored_kind = memo_random() % 4;
+        if (stored_kind == 1 && record.len) record.data[memo_random() % record.len] ^= 1;
+        const char *stored = stored_kind == 2 ? NULL : record.data;
+        int64_t now_ms = written.expires_ms - 2 + (int64_t)(memo_random() % 4);
+
+        dn_session from_memo = {0}, from_rule = {0};
+        bool as_written;
+        dn_id_outcome memo_outcome = dn_session_memo_resolve(&memo, stored, record.len, now_ms,
+                                                             TTL_MS, &from_memo, &as_written);
+        dn_id_outcome rule_outcome =
+            dn_session_resolve(stored, record.len, now_ms, TTL_MS, &from_rule);
+        if (!CHECK_INT_EQ(memo_outcome, rule_outcome)) {
+            fprintf(stderr, "  case %d: ", i);
+            check_print_bytes(record.data, record.len);
+            fputc('\n', stderr);
+        }
+        if (memo_outcome == DN_ID_KEPT && !CHECK(same_session(&from_memo, &from_rule)))
+            fprintf(stderr, "  case %d\n", i);
+        if (as_written) {
+            char spliced[512];
+            size_t spliced_len = dn_session_memo_record_with_expiry(&memo, from_memo.expires_ms,
+                                                                    spliced, sizeof spliced);
+            format_record(&from_rule, &formatted);
+            if (spliced_len) CHECK_MEM_EQ(spliced, spliced_len, formatted.data, formatted.len);
+        }
+        dn_session_clear(&from_memo);
+        dn_session_clear(&from_rule);
+        dn_session_clear(&written);
+        base_ms += (int64_t)(memo_random() % 1000);
+    }
+    dn_session_memo_free(&memo);
+    dn_buf_free(&record);
+    dn_buf_free(&formatted);
+}
+
 int main(void)
 {
     RUN_CASE(test_parse_browser_record);
@@ -522,5 +624,6 @@ int main(void)
     RUN_CASE(test_resolve_created_sessions_differ);
     RUN_CASE(test_user_id_resolve_kept);
     RUN_CASE(test_user_id_resolve_created);
+    RUN_CASE(test_memo_answers_as_resolve);
     return check_report("test_session");
 }
