@@ -9,62 +9,6 @@
 
 #define DN_VERSION_UA "dukanext-lua/" DN_VERSION
 
-void dn_config_defaults(dn_config *c)
-{
-    memset(c, 0, sizeof *c);
-    c->timeout_ms = 10000;
-    c->connect_timeout_ms = 5000;
-    c->max_queue = 10000;
-    c->max_queue_bytes = 32 * 1024 * 1024;
-    c->max_in_flight = 16;
-    c->max_retries = 5;
-    c->max_body = 65536;
-    c->retry_base_ms = 500;
-    c->retry_max_ms = 60000;
-    c->session_timeout_ms = 1800 * 1000;
-    c->spool_sync = DN_SPOOL_SYNC_INTERVAL;
-    c->spool_interval_ms = 1000;
-    c->spool_max_bytes = (size_t)64 << 20;
-}
-
-void dn_config_free(dn_config *c)
-{
-    free(c->endpoint);
-    free(c->user_agent);
-    free(c->ca_file);
-    free(c->ca_path);
-    free(c->proxy);
-    free(c->spool_dir);
-    curl_slist_free_all(c->headers);
-    memset(c, 0, sizeof *c);
-}
-
-bool dn_config_set_string(char **field, const char *value)
-{
-    char *copy = NULL;
-    if (value && !(copy = strdup(value))) return false;
-    free(*field);
-    *field = copy;
-    return true;
-}
-
-bool dn_config_add_header(dn_config *c, const char *name, const char *value)
-{
-    size_t n = strlen(name) + strlen(value) + 3;
-    char *line = malloc(n);
-    if (!line) return false;
-    /* "Name:" with an empty value would tell curl to remove the header: send it empty. */
-    if (*value)
-        snprintf(line, n, "%s: %s", name, value);
-    else
-        snprintf(line, n, "%s;", name);
-    struct curl_slist *grown = curl_slist_append(c->headers, line);
-    free(line);
-    if (!grown) return false;
-    c->headers = grown;
-    return true;
-}
-
 void dn_report_free(dn_report *report)
 {
     if (!report) return;

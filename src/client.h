@@ -4,6 +4,7 @@
 #ifndef DN_CLIENT_H
 #define DN_CLIENT_H
 
+#include "config.h"
 #include "policy.h"
 #include "queue.h"
 #include "spool.h"
@@ -12,37 +13,6 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
-
-typedef struct dn_config {
-    char *endpoint; /* NULL: nothing is accepted (NO_ENDPOINT) */
-    char *user_agent;
-    char *ca_file;
-    char *ca_path;
-    char *proxy;
-    bool insecure;
-    dn_http_version http_version;
-    int64_t timeout_ms;
-    int64_t connect_timeout_ms;
-    size_t max_queue;
-    size_t max_queue_bytes;
-    size_t max_in_flight;
-    size_t max_retries;
-    size_t max_body;
-    int64_t retry_base_ms;
-    int64_t retry_max_ms;
-    int64_t session_timeout_ms;
-    struct curl_slist *headers; /* "Name: value" lines sent with every event */
-    char *spool_dir;            /* NULL: events live in memory only */
-    dn_spool_sync spool_sync;
-    int64_t spool_interval_ms;
-    size_t spool_max_bytes;
-} dn_config;
-
-void dn_config_defaults(dn_config *config);
-void dn_config_free(dn_config *config);
-/* Sets a string field of config to a copy of value (NULL clears it). */
-bool dn_config_set_string(char **field, const char *value);
-bool dn_config_add_header(dn_config *config, const char *name, const char *value);
 
 typedef struct dn_stats {
     uint64_t sent;              /* delivered: a 2xx answer */

@@ -29,8 +29,6 @@
 
 /* Deep enough for any sensible metadata, shallow enough to stop cycles quickly. */
 #define METADATA_MAX_DEPTH 32
-#define USER_AGENT_MAX     2048
-#define CLIENT_IP_MAX      255
 #define CUSTOMERS_ID_MAX   1024
 /* The body buffer is kept between emits up to this size, and let go beyond. */
 #define BODY_BUFFER_KEEP (256 * 1024)
@@ -719,36 +717,6 @@ static const option_spec *find_option(const char *name)
     return NULL;
 }
 
-/* A value that goes into a header line or a curl option: no NUL, CR or LF. */
-static bool is_single_line(const char *s, size_t len)
-{
-    return strlen(s) == len && !strpbrk(s, "\r\n");
-}
-
-static bool is_header_name(const char *s, size_t len)
-{
-    if (len == 0 || strlen(s) != len) return false;
-    for (size_t i = 0; i < len; i++) {
-        char c = s[i];
-        bool alnum = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
-        if (!alnum && !strchr("!#$%&'*+-.^_`|~", c)) return false;
-    }
-    return true;
-}
-
-/* Headers dukanext sets itself; letting a user set them would break the protocol. */
-static bool is_reserved_header(const char *name)
-{
-    static const char *const reserved[] = {
-        "content-type", "content-length",  "transfer-encoding",  "host", "expect",
-        "connection",   "idempotency-key", "x-dukanext-attempt", NULL,
-    };
-    for (size_t i = 0; reserved[i]; i++)
-        if (curl_strequal(name, reserved[i])) return true;
-    return false;
-}
-
-#define ENDPOINT_MAX    8192
 #define SHOWN_VALUE_MAX 200
 
 /* Pushes a value for an error message: control and non-ASCII bytes as \xHH, cut
@@ -772,28 +740,6 @@ static void push_shown_value(lua_State *L, const char *s, size_t len)
     luaL_pushresult(&b);
 }
 
-static const char *endpoint_problem(const char *url, size_t len)
-{
-    if (len > ENDPOINT_MAX) return "must be at most 8192 bytes long";
-    if (!is_single_line(url, len)) return "must not contain NUL, CR or LF";
-    CURLU *u = curl_url();
-    if (!u) return "could not be checked (out of memory)";
-    const char *problem = NULL;
-    char *scheme = NULL, *host = NULL;
-    if (curl_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK) {
-        problem = "is not a valid URL";
-    } else if (curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
-               (!curl_strequal(scheme, "http") && !curl_strequal(scheme, "https"))) {
-        problem = "must be an http:// or https:// URL";
-    } else if (curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK || !host || !*host) {
-        problem = "has no host";
-    }
-    curl_free(scheme);
-    curl_free(host);
-    curl_url_cleanup(u);
-    return problem;
-}
-
 static void check_headers_option(lua_State *L, int idx)
 {
     if (!lua_istable(L, idx)) luaL_error(L, "dukanext: option 'headers' must be a table");
@@ -804,11 +750,11 @@ static void check_headers_option(lua_State *L, int idx)
             luaL_error(L, "dukanext: option 'headers' maps header names to string values");
         const char *name = lua_tolstring(L, -2, &name_len);
         const char *value = lua_tolstring(L, -1, &value_len);
-        if (!is_header_name(name, name_len))
+        if (!dn_config_is_header_name(name, name_len))
             luaL_error(L, "dukanext: option 'headers': '%s' is not a valid header name", name);
-        if (is_reserved_header(name))
+        if (dn_config_is_reserved_header(name))
             luaL_error(L, "dukanext: option 'headers': '%s' is set by dukanext itself", name);
-        if (!is_single_line(value, value_len))
+        if (!dn_config_is_single_line(value, value_len))
             luaL_error(L, "dukanext: option 'headers': the value of '%s' contains NUL, CR or LF",
                        name);
         lua_pop(L, 1);
@@ -832,7 +778,7 @@ static void check_option(lua_State *L, const option_spec *spec, int value)
         if (t != LUA_TSTRING)
             luaL_error(L, "dukanext: option '%s' must be a URL string", spec->name);
         const char *url = lua_tolstring(L, value, &len);
-        const char *problem = endpoint_problem(url, len);
+        const char *problem = dn_config_endpoint_problem(url, len);
         if (problem) {
             push_shown_value(L, url, len);
             luaL_error(L, "dukanext: option '%s' %s: %s", spec->name, problem, lua_tostring(L, -1));
@@ -842,7 +788,7 @@ static void check_option(lua_State *L, const option_spec *spec, int value)
     case OPT_TEXT: {
         if (t != LUA_TSTRING) luaL_error(L, "dukanext: option '%s' must be a string", spec->name);
         const char *text = lua_tolstring(L, value, &len);
-        if (!is_single_line(text, len))
+        if (!dn_config_is_single_line(text, len))
             luaL_error(L, "dukanext: option '%s' must not contain NUL, CR or LF", spec->name);
         break;
     }
@@ -1094,13 +1040,6 @@ static bool is_string_or_null(lua_State *L, int idx)
     return t == LUA_TSTRING || (t == LUA_TLIGHTUSERDATA && lua_touserdata(L, idx) == NULL);
 }
 
-static bool is_client_ip(const char *s, size_t len)
-{
-    if (len == 0 || len > CLIENT_IP_MAX || strlen(s) != len) return false;
-    /* One address or an X-Forwarded-For list of them. */
-    return strspn(s, "0123456789abcdefABCDEF.:, []") == len;
-}
-
 /* Checks `fields` and copies each known one into its slot; answers why not, or NULL. */
 static const char *read_fields(lua_State *L, int fields, char *why, size_t why_size)
 {
@@ -1135,11 +1074,11 @@ static const char *read_fields(lua_State *L, int fields, char *why, size_t why_s
         } else if (strcmp(name, "userAgent") == 0) {
             slot = SLOT_USER_AGENT;
             const char *ua = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &len) : NULL;
-            ok = ua && is_single_line(ua, len) && len <= USER_AGENT_MAX;
+            ok = ua && dn_config_is_user_agent(ua, len);
         } else if (strcmp(name, "clientIp") == 0) {
             slot = SLOT_CLIENT_IP;
             const char *ip = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &len) : NULL;
-            ok = ip && is_client_ip(ip, len);
+            ok = ip && dn_config_is_client_ip(ip, len);
         } else {
             snprintf(why, why_size, "unknown field '%.64s'", name);
             lua_pop(L, 2);
@@ -1717,6 +1656,8 @@ int luaopen_dukanext(lua_State *L)
     dn_lua_setfuncs(L, module_functions, UV_COUNT);
     lua_pushliteral(L, DN_VERSION);
     lua_setfield(L, -2, "_VERSION");
+    lua_pushinteger(L, DN_USER_AGENT_MAX);
+    lua_setfield(L, -2, "USER_AGENT_MAX");
 
     push_new_client(L, hb, 0);
     luaL_unref(L, LUA_REGISTRYINDEX, hb->default_ref);

@@ -89,7 +89,7 @@ local ngx = ngx
 
 local DEFAULT_PUMP_INTERVAL = 0.05
 local DEFAULT_FLUSH_TIMEOUT = 3
-local USER_AGENT_MAX = 2048
+local USER_AGENT_MAX = dn.USER_AGENT_MAX
 local CTX_STATE = "dukanext_request"
 local CTX_STORAGE = "dukanext_storage"
 local STATE_HEADER = "X-Dukanext-State"
