@@ -309,14 +309,20 @@ dn_hub *dn_hub_new(void)
     return hub;
 }
 
-void dn_hub_release(dn_hub *hub)
+static void free_reports(dn_hub *hub)
 {
-    if (--hub->refs > 0) return;
     while (hub->reports_head) {
         dn_report *r = hub->reports_head;
         hub->reports_head = r->next;
         dn_report_free(r);
     }
+    hub->reports_tail = NULL;
+}
+
+void dn_hub_release(dn_hub *hub)
+{
+    if (--hub->refs > 0) return;
+    free_reports(hub);
     dn_hub_check_fork(hub); /* frees what a parent left in a child */
     dn_transport_cleanup(&hub->transport);
     free(hub);
@@ -351,12 +357,7 @@ void dn_hub_check_fork(dn_hub *hub)
         c->spool = NULL;
         c->spool_retry_ms = 0;
     }
-    while (hub->reports_head) {
-        dn_report *r = hub->reports_head;
-        hub->reports_head = r->next;
-        dn_report_free(r);
-    }
-    hub->reports_tail = NULL;
+    free_reports(hub);
     hub->pending = 0;
     hub->spool_due_ms = INT64_MAX;
     hub->idle_clients = true;
@@ -519,6 +520,13 @@ int dn_hub_idle_ms(dn_hub *hub, int64_t now_ms, int limit_ms)
         if (due - now_ms < wait) wait = due - now_ms;
     }
     return wait < 0 ? 0 : (int)wait;
+}
+
+int dn_hub_next_pump_ms(dn_hub *hub, int64_t now_ms, int limit_ms)
+{
+    if (hub->reports_head) return 0;
+    if (hub->pending == 0 && hub->spool_due_ms == INT64_MAX) return -1;
+    return dn_hub_idle_ms(hub, now_ms, limit_ms);
 }
 
 void dn_hub_wait(dn_hub *hub, int timeout_ms)

@@ -85,6 +85,10 @@ void dn_hub_release(dn_hub *hub);
 size_t dn_hub_pump(dn_hub *hub);
 /* How long a flush may sleep before something is due, capped at limit_ms. */
 int dn_hub_idle_ms(dn_hub *hub, int64_t now_ms, int limit_ms);
+/* When the host should pump next, in milliseconds from now_ms, at most limit_ms: 0
+ * while a report waits for on_error, -1 when nothing is pending nor due (no pump is
+ * needed before the next emit). */
+int dn_hub_next_pump_ms(dn_hub *hub, int64_t now_ms, int limit_ms);
 void dn_hub_wait(dn_hub *hub, int timeout_ms);
 dn_report *dn_hub_take_report(dn_hub *hub);
 /* Makes sure the hub does not carry a parent process's transfers. */

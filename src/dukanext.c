@@ -1455,14 +1455,11 @@ static int module_poll_fd(lua_State *L)
  * there is nothing to do. */
 static int module_next_timeout(lua_State *L)
 {
-    hub_box *hb = upvalue_hub(L);
-    dn_hub *hub = hb->hub;
-    if (hub->pending == 0 && !hub->reports_head && hub->spool_due_ms == INT64_MAX) {
+    int ms = dn_hub_next_pump_ms(upvalue_hub(L)->hub, dn_mono_ms(), 60000);
+    if (ms < 0)
         lua_pushnil(L);
-        return 1;
-    }
-    int ms = hub->reports_head ? 0 : dn_hub_idle_ms(hub, dn_mono_ms(), 60000);
-    lua_pushnumber(L, ms / 1000.0);
+    else
+        lua_pushnumber(L, ms / 1000.0);
     return 1;
 }
 

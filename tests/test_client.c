@@ -2,6 +2,7 @@
  * nothing, while the processes it forks accept as usual. */
 #include "check.h"
 #include "client.h"
+#include "os.h"
 
 #include <sys/wait.h>
 #include <unistd.h>
@@ -62,8 +63,41 @@ static void test_marked_process_refuses_and_its_children_accept(void)
     dn_hub_release(hub);
 }
 
+/* What dukanext.next_timeout() answers: nothing to do, an event due now, and a
+ * report waiting for on_error. */
+static void test_next_pump(void)
+{
+    dn_hub *hub = dn_hub_new();
+    if (!CHECK(hub != NULL)) return;
+    dn_client *c = client_with_endpoint(hub);
+    if (!CHECK(c != NULL)) {
+        dn_hub_release(hub);
+        return;
+    }
+    int64_t now_ms = dn_mono_ms();
+    CHECK_INT_EQ(dn_hub_next_pump_ms(hub, now_ms, 60000), -1);
+    CHECK_INT_EQ(dn_client_accept(c, "{}", 2, NULL, 0, NULL, 0), DN_ACCEPTED);
+    CHECK_INT_EQ(dn_hub_next_pump_ms(hub, now_ms, 60000), 0);
+    dn_client_free(c);
+    CHECK_INT_EQ(dn_hub_next_pump_ms(hub, now_ms, 60000), -1);
+
+    c = client_with_endpoint(hub);
+    if (!CHECK(c != NULL)) {
+        dn_hub_release(hub);
+        return;
+    }
+    c->wants_reports = true;
+    dn_client_report(c, "STORAGE_ERROR", "get failed");
+    CHECK_INT_EQ(dn_hub_next_pump_ms(hub, now_ms, 60000), 0);
+    dn_report_free(dn_hub_take_report(hub));
+    CHECK_INT_EQ(dn_hub_next_pump_ms(hub, now_ms, 60000), -1);
+    dn_client_free(c);
+    dn_hub_release(hub);
+}
+
 int main(void)
 {
     RUN_CASE(test_marked_process_refuses_and_its_children_accept);
+    RUN_CASE(test_next_pump);
     return check_report("test_client");
 }
