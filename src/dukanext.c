@@ -16,8 +16,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Two registry entries: the hub box, and the metatable luaL_newmetatable keeps under
+ * its own name. One name for both would let one overwrite the other. */
 #define HUB_KEY       "dukanext.hub"
-#define HUB_MT        "dukanext.hub"
+#define HUB_MT        "dukanext.hub.metatable"
 #define CLIENT_MT     "dukanext.client"
 #define FILE_STORE_MT "dukanext.file_storage"
 
@@ -61,9 +63,9 @@ typedef struct client_box {
  * a callback that refers to its own client is then an ordinary cycle the collector
  * can break. */
 enum {
-    CALLBACK_STORAGE = 1,
-    CALLBACK_ON_ERROR,
-    CALLBACK_FALLBACK, /* weak-keyed: storage -> {key = value} it could not keep */
+    CLIENT_VALUE_STORAGE = 1,
+    CLIENT_VALUE_ON_ERROR,
+    CLIENT_VALUE_FALLBACK, /* weak-keyed: storage -> {key = {value, why}} (see fallback_write) */
 };
 
 static void push_client_value(lua_State *L, int self, int which)
@@ -206,7 +208,7 @@ static void deliver_reports(lua_State *L, hub_box *hb)
          * alive whatever the callback does. */
         lua_rawgeti(L, LUA_REGISTRYINDEX, lc->anchor_ref);
         if (lua_isuserdata(L, -1)) {
-            push_client_value(L, top + 1, CALLBACK_ON_ERROR);
+            push_client_value(L, top + 1, CLIENT_VALUE_ON_ERROR);
             if (lua_isfunction(L, -1)) {
                 push_error_table(L, r);
                 if (lua_pcall(L, 1, 0, 0) != LUA_OK) warn("on_error raised", error_text(L, -1));
@@ -225,7 +227,8 @@ static void after_work(lua_State *L, hub_box *hb)
 
 /* ---- storage: the host's get/set callbacks and the memory behind them ---- */
 
-typedef enum store_read { STORE_FOUND, STORE_MISSING, STORE_FAILED } store_read;
+/* What one read of a storage gave. */
+typedef enum read_outcome { READ_FOUND, READ_MISSING, READ_FAILED } read_outcome;
 
 /* Inside lua_pcall: storage[method](key [, value]), with whatever metatables the
  * storage has, so errors from __index are caught too. */
@@ -291,14 +294,14 @@ static storage_ref open_storage(lua_State *L, int index)
 }
 
 /* Pushes one value: the stored string, or nil when missing or failed. */
-static store_read storage_read(lua_State *L, lclient *lc, const storage_ref *storage,
-                               const char *key)
+static read_outcome storage_read(lua_State *L, lclient *lc, const storage_ref *storage,
+                                 const char *key)
 {
     if (storage->memory) {
         lua_pushstring(L, key);
         lua_rawget(L, storage->memory);
-        if (lua_type(L, -1) == LUA_TSTRING) return STORE_FOUND;
-        if (lua_isnil(L, -1)) return STORE_MISSING;
+        if (lua_type(L, -1) == LUA_TSTRING) return READ_FOUND;
+        if (lua_isnil(L, -1)) return READ_MISSING;
         lua_pop(L, 1); /* set("k", 1) kept a number: the call below reports it */
     }
     lua_pushcfunction(L, storage_call_protected);
@@ -310,9 +313,9 @@ static store_read storage_read(lua_State *L, lclient *lc, const storage_ref *sto
         snprintf(problem, sizeof problem, "raised: %s", error_text(L, -1));
         report_storage_error(L, lc, "get", key, problem);
     } else if (lua_type(L, -1) == LUA_TSTRING) {
-        return STORE_FOUND;
+        return READ_FOUND;
     } else if (lua_isnil(L, -1)) {
-        return STORE_MISSING;
+        return READ_MISSING;
     } else {
         char problem[64];
         snprintf(problem, sizeof problem, "returned a %s", luaL_typename(L, -1));
@@ -320,7 +323,7 @@ static store_read storage_read(lua_State *L, lclient *lc, const storage_ref *sto
     }
     lua_pop(L, 1);
     lua_pushnil(L);
-    return STORE_FAILED;
+    return READ_FAILED;
 }
 
 static bool storage_write(lua_State *L, lclient *lc, const storage_ref *storage, const char *key,
@@ -357,7 +360,7 @@ typedef enum fallback_reason { FALLBACK_GET_FAILED = 1, FALLBACK_SET_FAILED = 2 
 /* Pushes the fallback entry table of storage, or nil. */
 static void push_fallback_entry(lua_State *L, int self, int storage, const char *key)
 {
-    push_client_value(L, self, CALLBACK_FALLBACK);
+    push_client_value(L, self, CLIENT_VALUE_FALLBACK);
     if (lua_isnil(L, -1)) return;
     lua_pushvalue(L, storage);
     lua_rawget(L, -2);
@@ -390,7 +393,7 @@ static void fallback_read(lua_State *L, int self, int storage, const char *key, 
 /* A set that worked again: what the storage holds is the truth from now on. */
 static void fallback_forget(lua_State *L, int self, int storage, const char *key)
 {
-    push_client_value(L, self, CALLBACK_FALLBACK);
+    push_client_value(L, self, CLIENT_VALUE_FALLBACK);
     if (!lua_isnil(L, -1)) {
         lua_pushvalue(L, storage);
         lua_rawget(L, -2);
@@ -407,7 +410,7 @@ static void fallback_forget(lua_State *L, int self, int storage, const char *key
 static void fallback_write(lua_State *L, int self, int storage, const char *key, const char *value,
                            size_t len, fallback_reason why)
 {
-    push_client_value(L, self, CALLBACK_FALLBACK);
+    push_client_value(L, self, CLIENT_VALUE_FALLBACK);
     if (lua_isnil(L, -1)) {
         lua_pop(L, 1);
         lua_newtable(L);
@@ -416,7 +419,7 @@ static void fallback_write(lua_State *L, int self, int storage, const char *key,
         lua_setfield(L, -2, "__mode");
         lua_setmetatable(L, -2);
         lua_pushvalue(L, -1);
-        set_client_value(L, self, CALLBACK_FALLBACK);
+        set_client_value(L, self, CLIENT_VALUE_FALLBACK);
     }
     lua_pushvalue(L, storage);
     lua_rawget(L, -2);
@@ -439,30 +442,30 @@ static void fallback_write(lua_State *L, int self, int storage, const char *key,
 
 /* Reads key into a value on the stack (string or nil): from the storage, else from
  * what the storage failed to give or keep earlier. */
-static store_read read_record(lua_State *L, lclient *lc, int self, const storage_ref *storage,
-                              const char *key, bool *from_fallback)
+static read_outcome read_record(lua_State *L, lclient *lc, int self, const storage_ref *storage,
+                                const char *key, bool *from_fallback)
 {
-    store_read r = storage_read(L, lc, storage, key);
+    read_outcome r = storage_read(L, lc, storage, key);
     *from_fallback = false;
-    if (r != STORE_FOUND) {
+    if (r != READ_FOUND) {
         lua_pop(L, 1);
         fallback_read(L, self, storage->index, key,
-                      r == STORE_FAILED ? FALLBACK_GET_FAILED | FALLBACK_SET_FAILED
-                                        : FALLBACK_SET_FAILED);
+                      r == READ_FAILED ? FALLBACK_GET_FAILED | FALLBACK_SET_FAILED
+                                       : FALLBACK_SET_FAILED);
         *from_fallback = !lua_isnil(L, -1);
     }
     return r;
 }
 
 static void write_record(lua_State *L, lclient *lc, int self, const storage_ref *storage,
-                         store_read how_read, const char *key, const char *value, size_t len)
+                         read_outcome how_read, const char *key, const char *value, size_t len)
 {
     /* A storage whose get failed is not trusted with the set either. */
-    if (how_read == STORE_FAILED)
+    if (how_read == READ_FAILED)
         fallback_write(L, self, storage->index, key, value, len, FALLBACK_GET_FAILED);
     else if (!storage_write(L, lc, storage, key, value, len))
         fallback_write(L, self, storage->index, key, value, len, FALLBACK_SET_FAILED);
-    else if (how_read == STORE_MISSING)
+    else if (how_read == READ_MISSING)
         fallback_forget(L, self, storage->index, key);
 }
 
@@ -470,7 +473,7 @@ static bool resolve_user_id(lua_State *L, lclient *lc, int self, const storage_r
                             char out[DN_ID_MAX + 1], size_t *out_len)
 {
     bool from_fallback;
-    store_read r = read_record(L, lc, self, storage, DN_USER_ID_KEY, &from_fallback);
+    read_outcome r = read_record(L, lc, self, storage, DN_USER_ID_KEY, &from_fallback);
     size_t len = 0;
     const char *stored = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &len) : NULL;
     dn_id_outcome outcome;
@@ -496,7 +499,7 @@ static bool resolve_session(lua_State *L, lclient *lc, int self, const storage_r
                             const char *page, size_t page_len, dn_session *session)
 {
     bool from_fallback;
-    store_read r = read_record(L, lc, self, storage, DN_SESSION_ID_KEY, &from_fallback);
+    read_outcome r = read_record(L, lc, self, storage, DN_SESSION_ID_KEY, &from_fallback);
     size_t len = 0;
     const char *stored = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &len) : NULL;
     bool as_written;
@@ -554,7 +557,7 @@ static int push_storage(lua_State *L, int self, int arg)
         check_storage_arg(L, arg);
         lua_pushvalue(L, arg);
     } else {
-        push_client_value(L, self, CALLBACK_STORAGE);
+        push_client_value(L, self, CLIENT_VALUE_STORAGE);
     }
     return lua_gettop(L);
 }
@@ -593,7 +596,7 @@ static int module_memory_storage(lua_State *L)
     return 1;
 }
 
-static dn_file_store *check_file_store(lua_State *L)
+static dn_file_store *upvalue_file_store(lua_State *L)
 {
     file_store_box *box = lua_touserdata(L, lua_upvalueindex(1));
     return box->store;
@@ -602,7 +605,7 @@ static dn_file_store *check_file_store(lua_State *L)
 static int file_get(lua_State *L)
 {
     const char *key = luaL_checkstring(L, 1);
-    dn_file_store *store = check_file_store(L);
+    dn_file_store *store = upvalue_file_store(L);
     const char *value;
     size_t len;
     if (!dn_file_store_get(store, key, &value, &len)) return luaL_error(L, "%s", store->error);
@@ -618,7 +621,7 @@ static int file_set(lua_State *L)
     const char *key = luaL_checkstring(L, 1);
     size_t len;
     const char *value = luaL_checklstring(L, 2, &len);
-    dn_file_store *store = check_file_store(L);
+    dn_file_store *store = upvalue_file_store(L);
     if (!dn_file_store_set(store, key, value, len)) return luaL_error(L, "%s", store->error);
     return 0;
 }
@@ -967,10 +970,10 @@ static void push_new_client(lua_State *L, hub_box *hb, int opts)
         lua_pop(L, 1);
         push_memory_storage(L);
     }
-    set_client_value(L, self, CALLBACK_STORAGE);
+    set_client_value(L, self, CLIENT_VALUE_STORAGE);
     push_option(L, opts, "on_error");
     lc->core->wants_reports = !lua_isnil(L, -1);
-    set_client_value(L, self, CALLBACK_ON_ERROR);
+    set_client_value(L, self, CLIENT_VALUE_ON_ERROR);
     /* Events replayed from a spool are work: the client must outlive its last reference. */
     anchor_if_busy(L, lc, self);
 }
@@ -978,7 +981,7 @@ static void push_new_client(lua_State *L, hub_box *hb, int opts)
 static void release_callbacks(lua_State *L, lclient *lc, int self)
 {
     lua_pushnil(L);
-    set_client_value(L, self, CALLBACK_ON_ERROR);
+    set_client_value(L, self, CLIENT_VALUE_ON_ERROR);
     lc->core->wants_reports = false;
 }
 

@@ -39,7 +39,7 @@ typedef struct dn_spool_options {
     const char *dir; /* created (mode 0700) when missing */
     dn_spool_sync sync;
     int64_t interval_ms;    /* for DN_SPOOL_SYNC_INTERVAL */
-    uint64_t max_bytes;     /* live bytes on disk beyond which appends are refused */
+    uint64_t max_bytes;     /* bytes on disk (dn_spool_bytes) beyond which appends are refused */
     uint64_t segment_bytes; /* a segment is closed and a new one begun past this size */
 } dn_spool_options;
 
@@ -90,7 +90,8 @@ dn_spool_status dn_spool_mark_done(dn_spool *spool, uint64_t id);
  * or INT64_MAX when only new events make work for it. */
 int64_t dn_spool_tick(dn_spool *spool, int64_t now_ms);
 
-/* Bytes of segments on disk that still hold pending events (what max_bytes bounds). */
+/* Bytes of every segment file the writer keeps, DONE records and done segments not
+ * yet removed included: what max_bytes bounds, a true bound on disk use. */
 uint64_t dn_spool_bytes(const dn_spool *spool);
 /* Events appended or adopted and not yet marked done. */
 uint64_t dn_spool_pending(const dn_spool *spool);
