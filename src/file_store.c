@@ -26,6 +26,32 @@ dn_file_store *dn_file_store_new(const char *path)
     return s;
 }
 
+bool dn_file_store_check_folder(const char *path, char *why, size_t why_size)
+{
+    char *copy = strdup(path);
+    if (!copy) {
+        snprintf(why, why_size, "out of memory");
+        return false;
+    }
+    const char *folder = dirname(copy);
+    struct stat st;
+    bool ok = false;
+    if (stat(folder, &st) != 0 && errno == ENOENT)
+        snprintf(why, why_size, "the folder '%s' of '%s' does not exist", folder, path);
+    else if (stat(folder, &st) != 0)
+        snprintf(why, why_size, "the folder '%s' of '%s' cannot be used: %s", folder, path,
+                 strerror(errno));
+    else if (!S_ISDIR(st.st_mode))
+        snprintf(why, why_size, "'%s' (the folder of '%s') is not a folder", folder, path);
+    else if (access(folder, W_OK | X_OK) != 0)
+        snprintf(why, why_size, "the folder '%s' of '%s' is not writable: %s", folder, path,
+                 strerror(errno));
+    else
+        ok = true;
+    free(copy);
+    return ok;
+}
+
 static void forget_entries(dn_file_store *s)
 {
     for (size_t i = 0; i < s->count; i++) {
