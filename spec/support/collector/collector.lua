@@ -119,6 +119,27 @@ local function answer(rec, status, payload, headers)
   return ngx.exit(ngx.HTTP_OK)
 end
 
+-- An answer whose body never ends (action.endless: seconds to go on, at most): the
+-- headers, then 64 KiB chunks as fast as the client reads them, until it hangs up.
+local function answer_endless(rec, status, headers, seconds)
+  rec.status = status
+  rec.response = "(endless)"
+  append_line("requests.jsonl", cjson.encode(rec))
+  ngx.status = status
+  ngx.header["Content-Type"] = "application/json"
+  for k, v in pairs(headers or {}) do
+    ngx.header[k] = v
+  end
+  local chunk = SUCCESS .. string.rep(" ", 65536 - #SUCCESS)
+  ngx.update_time()
+  local deadline = ngx.now() + seconds
+  while ngx.now() < deadline do
+    if not ngx.print(chunk) or not ngx.flush(true) then break end
+    ngx.update_time()
+  end
+  return ngx.exit(ngx.HTTP_OK)
+end
+
 local function close_connection(rec)
   rec.status = 0
   append_line("requests.jsonl", cjson.encode(rec))
@@ -208,6 +229,9 @@ function M.analytics()
 
   if action.close then
     return close_connection(rec)
+  end
+  if tonumber(action.endless) then
+    return answer_endless(rec, status or 200, planned_headers(action), tonumber(action.endless))
   end
 
   if action.body ~= nil then
