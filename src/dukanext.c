@@ -70,6 +70,7 @@ typedef struct lclient {
      * meanwhile (from a finalizer or through the debug library), only closes it: the
      * memory goes when the collector calls __gc again, once nothing runs on it. */
     unsigned calls_running;
+    struct client_box *box; /* the userdata, whose lc is cleared when this is freed */
 } lclient;
 
 typedef struct client_box {
@@ -1143,6 +1144,7 @@ static void push_new_client(lua_State *L, hub_box *hb, int opts)
     lc->core->host = lc;
     lc->anchor_ref = LUA_NOREF;
     box->lc = lc;
+    lc->box = box;
     if (lc->core->config.insecure) warn_insecure_once(lc->core->config.endpoint);
 
     lua_pushvalue(L, option_slot(options, "storage"));
@@ -1180,6 +1182,19 @@ static size_t close_client(lua_State *L, lclient *lc, int self)
     return undelivered;
 }
 
+static void free_client(lua_State *L, lclient *lc)
+{
+    lc->box->lc = NULL;
+    /* Cancels any transfer still in flight: only reached at lua_close, since a busy
+     * client is anchored. */
+    dn_client_free(lc->core);
+    luaL_unref(L, LUA_REGISTRYINDEX, lc->anchor_ref);
+    free(lc->customers_id);
+    free(lc->session_text);
+    dn_session_clear(&lc->session_known);
+    free(lc);
+}
+
 static int client_gc(lua_State *L)
 {
     client_box *box = lua_touserdata(L, 1);
@@ -1189,15 +1204,7 @@ static int client_gc(lua_State *L)
         close_client(L, lc, 1);
         return 0;
     }
-    box->lc = NULL;
-    /* Cancels any transfer still in flight: only reached at lua_close, since a busy
-     * client is anchored. */
-    dn_client_free(lc->core);
-    luaL_unref(L, LUA_REGISTRYINDEX, lc->anchor_ref);
-    free(lc->customers_id);
-    free(lc->session_text);
-    dn_session_clear(&lc->session_known);
-    free(lc);
+    free_client(L, lc);
     return 0;
 }
 
@@ -1855,9 +1862,16 @@ DEFAULT_CLIENT_CALL(module_identify, client_identify, check_customers_id_first)
 DEFAULT_CLIENT_CALL(module_reset, client_reset, check_no_args)
 DEFAULT_CLIENT_CALL(module_stats, client_stats, check_no_args)
 
+/* Only at lua_close: the registry holds the hub. */
 static int hub_gc(lua_State *L)
 {
     hub_box *hb = lua_touserdata(L, 1);
+    /* The clients left are those no finalizer will free: made by a finalizer during
+     * lua_close (Lua gives those none), or finalized while a method of theirs ran. */
+    for (dn_client *c = hb->hub ? hb->hub->clients : NULL, *next; c; c = next) {
+        next = c->next;
+        free_client(L, c->host);
+    }
     if (hb->hub) dn_hub_release(hb->hub);
     hb->hub = NULL;
     dn_buf_free(&hb->body);
@@ -1930,6 +1944,11 @@ static void push_cjson(lua_State *L)
     /* The metadata is encoded alone, one level below the event object. */
     lua_getfield(L, cjson, "encode_max_depth");
     lua_pushinteger(L, METADATA_MAX_DEPTH - 1);
+    lua_call(L, 1, 0);
+    /* A buffer per encode: a finalizer that runs during an encode may emit, and so
+     * encode, too; a shared buffer would be reset under the outer encode. */
+    lua_getfield(L, cjson, "encode_keep_buffer");
+    lua_pushboolean(L, 0);
     lua_call(L, 1, 0);
     lua_getfield(L, cjson, "encode_invalid_numbers");
     lua_pushboolean(L, 0);
