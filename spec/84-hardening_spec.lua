@@ -82,6 +82,18 @@ dn.emit("start", {})
       end
     end)
 
+    it("frees a client that a finalizer makes while the state closes", function()
+      -- Lua gives objects made during lua_close no finalizer: under ASan, a leak.
+      local out = run_clean([[
+local dn = require("dukanext")
+local app = gc_guard(function()
+  local late = dn.new({ endpoint = "http://127.0.0.1:1/x" })
+  print("late", late:emit("late", {}))
+end)
+]])
+      assert.matches("late\ttrue\n", out)
+    end)
+
     it("can still flush while the state is open (a finalizer made after require)", function()
       local out = run_clean([[
 local dn = require("dukanext")

@@ -1945,11 +1945,6 @@ static void push_cjson(lua_State *L)
     lua_getfield(L, cjson, "encode_max_depth");
     lua_pushinteger(L, METADATA_MAX_DEPTH - 1);
     lua_call(L, 1, 0);
-    /* A buffer per encode: a finalizer that runs during an encode may emit, and so
-     * encode, too; a shared buffer would be reset under the outer encode. */
-    lua_getfield(L, cjson, "encode_keep_buffer");
-    lua_pushboolean(L, 0);
-    lua_call(L, 1, 0);
     lua_getfield(L, cjson, "encode_invalid_numbers");
     lua_pushboolean(L, 0);
     lua_call(L, 1, 0);
