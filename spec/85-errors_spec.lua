@@ -83,7 +83,7 @@ describe("errors that guide", function()
       assert.equals("INVALID_METADATA: metadata.total: cannot encode NaN or infinity",
         refusal({ total = 1 / 0 }))
       assert.equals("INVALID_METADATA: metadata[\"odd key\"].co: cannot encode a coroutine",
-        refusal({ ["odd key"] = { co = coroutine.create(print) } }))
+        refusal({ ["odd key"] = { co = coroutine.create(function() end) } }))
       assert.equals("INVALID_METADATA: metadata.cart[boolean key]: a key must be a string or a number",
         refusal({ cart = { [true] = 1 } }))
     end)
