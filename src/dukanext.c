@@ -70,7 +70,9 @@ typedef struct lclient {
      * meanwhile (from a finalizer or through the debug library), only closes it: the
      * memory goes when the collector calls __gc again, once nothing runs on it. */
     unsigned calls_running;
-    struct client_box *box; /* the userdata, whose lc is cleared when this is freed */
+    /* The userdata, whose lc is cleared when this is freed; NULL once its __gc ran
+     * while a method of it was running, since the userdata may go after that __gc. */
+    struct client_box *box;
 } lclient;
 
 typedef struct client_box {
@@ -1184,7 +1186,6 @@ static size_t close_client(lua_State *L, lclient *lc, int self)
 
 static void free_client(lua_State *L, lclient *lc)
 {
-    lc->box->lc = NULL;
     /* Cancels any transfer still in flight: only reached at lua_close, since a busy
      * client is anchored. */
     dn_client_free(lc->core);
@@ -1202,8 +1203,10 @@ static int client_gc(lua_State *L)
     if (!lc) return 0;
     if (lc->calls_running > 0) {
         close_client(L, lc, 1);
+        lc->box = NULL;
         return 0;
     }
+    box->lc = NULL;
     free_client(L, lc);
     return 0;
 }
@@ -1870,7 +1873,9 @@ static int hub_gc(lua_State *L)
      * lua_close (Lua gives those none), or finalized while a method of theirs ran. */
     for (dn_client *c = hb->hub ? hb->hub->clients : NULL, *next; c; c = next) {
         next = c->next;
-        free_client(L, c->host);
+        lclient *lc = c->host;
+        if (lc->box) lc->box->lc = NULL;
+        free_client(L, lc);
     }
     if (hb->hub) dn_hub_release(hb->hub);
     hb->hub = NULL;
