@@ -33,7 +33,7 @@ build = {
       sources = {
         "src/buf.c", "src/os_posix.c", "src/os_linux.c", "src/ids.c", "src/json.c", "src/body.c", "src/session.c",
         "src/queue.c", "src/policy.c", "src/transport.c", "src/client.c",
-        "src/file_store.c", "src/spool.c", "src/dukanext.c",
+        "src/file_store.c", "src/spool.c", "src/url.c", "src/suggest.c", "src/dukanext.c",
       },
       defines = { "_GNU_SOURCE" },
       incdirs = { "src", "$(CURL_INCDIR)" },
