@@ -88,28 +88,6 @@ bool dn_config_is_reserved_header(const char *name)
     return false;
 }
 
-const char *dn_config_endpoint_problem(const char *url, size_t len)
-{
-    if (len > DN_ENDPOINT_MAX) return "must be at most 8192 bytes long";
-    if (!dn_config_is_single_line(url, len)) return "must not contain NUL, CR or LF";
-    CURLU *u = curl_url();
-    if (!u) return "could not be checked (out of memory)";
-    const char *problem = NULL;
-    char *scheme = NULL, *host = NULL;
-    if (curl_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK) {
-        problem = "is not a valid URL";
-    } else if (curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
-               (!curl_strequal(scheme, "http") && !curl_strequal(scheme, "https"))) {
-        problem = "must be an http:// or https:// URL";
-    } else if (curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK || !host || !*host) {
-        problem = "has no host";
-    }
-    curl_free(scheme);
-    curl_free(host);
-    curl_url_cleanup(u);
-    return problem;
-}
-
 bool dn_config_is_client_ip(const char *s, size_t len)
 {
     if (len == 0 || len > DN_CLIENT_IP_MAX || strlen(s) != len) return false;

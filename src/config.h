@@ -1,6 +1,6 @@
 /* A client's settings: their fields and defaults, and the checks of the values a user
- * gives (the endpoint URL, header names and values, a visitor's user agent and client
- * ip), which hold whatever language the values come from. The binding turns Lua
+ * gives (header names and values, a visitor's user agent and client ip), which hold
+ * whatever language the values come from; the endpoint's rules are url.c's. The binding turns Lua
  * values into these; each check answers, the binding words the error. */
 #ifndef DN_CONFIG_H
 #define DN_CONFIG_H
@@ -12,7 +12,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define DN_ENDPOINT_MAX 8192
 /* Also what lua/dukanext/ngx.lua cuts a request's User-Agent to (dukanext.USER_AGENT_MAX). */
 #define DN_USER_AGENT_MAX 2048
 #define DN_CLIENT_IP_MAX  255
@@ -48,9 +47,6 @@ void dn_config_free(dn_config *config);
 bool dn_config_set_string(char **field, const char *value);
 bool dn_config_add_header(dn_config *config, const char *name, const char *value);
 
-/* Why url cannot be the endpoint ("is not a valid URL", ...), or NULL when it can: an
- * http:// or https:// URL with a host, of one line and at most DN_ENDPOINT_MAX bytes. */
-const char *dn_config_endpoint_problem(const char *url, size_t len);
 /* A value that goes into a header line or a curl option: no NUL, CR or LF. */
 bool dn_config_is_single_line(const char *s, size_t len);
 /* An HTTP token (RFC 9110), without NUL. */

@@ -7,6 +7,8 @@
 #include "ids.h"
 #include "os.h"
 #include "session.h"
+#include "suggest.h"
+#include "url.h"
 #include "version.h"
 
 #include <math.h>
@@ -22,6 +24,13 @@
 #define HUB_MT        "dukanext.hub.metatable"
 #define CLIENT_MT     "dukanext.client"
 #define FILE_STORE_MT "dukanext.file_storage"
+
+/* What getmetatable answers for our objects: their metatables (and __gc) stay ours. */
+static void lock_metatable(lua_State *L, const char *name)
+{
+    lua_pushstring(L, name);
+    lua_setfield(L, -2, "__metatable");
+}
 
 /* Every module function and client method shares these upvalues. */
 #define UV_HUB    1 /* the hub box of this Lua state */
@@ -53,6 +62,13 @@ typedef struct lclient {
     char user_id_known[DN_ID_MAX + 1];
     size_t user_id_known_len;
     dn_session_memo session_memo;
+    /* Methods of this client running now (callbacks can nest them). Its __gc, called
+     * meanwhile (from a finalizer or through the debug library), only closes it: the
+     * memory goes when the collector calls __gc again, once nothing runs on it. */
+    unsigned calls_running;
+    /* The userdata, whose lc is cleared when this is freed; NULL once its __gc ran
+     * while a method of it was running, since the userdata may go after that __gc. */
+    struct client_box *box;
 } lclient;
 
 typedef struct client_box {
@@ -128,7 +144,25 @@ static void warn_insecure_once(const char *endpoint)
     warned = true;
     dn_mutex_unlock(&lock);
     if (!first) return;
-    warn("TLS verification is off (insecure = true)", endpoint ? endpoint : "(no endpoint yet)");
+    char shown[512] = "(no endpoint yet)";
+    if (endpoint) dn_url_redact(endpoint, strlen(endpoint), shown, sizeof shown);
+    warn("TLS verification is off (insecure = true)", shown);
+}
+
+/* The module's state is closing (lua_close finalizes the hub before objects made
+ * earlier, whose finalizers may still call us): nothing can be sent any more. */
+#define CLOSING_REASON "dukanext is shut down: its Lua state is closing"
+
+static bool state_closing(lua_State *L)
+{
+    return upvalue_hub(L)->hub == NULL;
+}
+
+static int refuse_closing(lua_State *L)
+{
+    lua_pushnil(L);
+    lua_pushliteral(L, "CLOSED: " CLOSING_REASON);
+    return 2;
 }
 
 /* ---- clients: lookup, anchors, reports ---- */
@@ -138,6 +172,21 @@ static lclient *check_client(lua_State *L, int idx)
     client_box *box = luaL_checkudata(L, idx, CLIENT_MT);
     if (!box->lc) luaL_argerror(L, idx, "client is being collected");
     return box->lc;
+}
+
+/* Every method that runs Lua or allocates Lua values after finding its client runs
+ * between these two (see lclient.calls_running). */
+static lclient *enter_client(lua_State *L, int idx)
+{
+    lclient *lc = check_client(L, idx);
+    lc->calls_running++;
+    return lc;
+}
+
+static int leave_client(lclient *lc, int results)
+{
+    lc->calls_running--;
+    return results;
 }
 
 /* A client with work left holds a registry reference to itself, so dropping the
@@ -417,6 +466,7 @@ static void fallback_write(lua_State *L, int self, int storage, const char *key,
         lua_createtable(L, 0, 1);
         lua_pushliteral(L, "k");
         lua_setfield(L, -2, "__mode");
+        lock_metatable(L, "dukanext.fallback");
         lua_setmetatable(L, -2);
         lua_pushvalue(L, -1);
         set_client_value(L, self, CLIENT_VALUE_FALLBACK);
@@ -599,6 +649,10 @@ static int module_memory_storage(lua_State *L)
 static dn_file_store *upvalue_file_store(lua_State *L)
 {
     file_store_box *box = lua_touserdata(L, lua_upvalueindex(1));
+    /* Its table can outlive it: a finalizer may hold the table when both are collected. */
+    if (!box->store)
+        luaL_error(L, "dukanext: this file storage was collected; make another with "
+                      "dn.file_storage(path)");
     return box->store;
 }
 
@@ -639,6 +693,9 @@ static int module_file_storage(lua_State *L)
     size_t len;
     const char *path = luaL_checklstring(L, 1, &len);
     luaL_argcheck(L, len > 0 && strlen(path) == len, 1, "path must be a non-empty string");
+    char why[512];
+    if (!dn_file_store_check_folder(path, why, sizeof why))
+        return luaL_error(L, "dukanext: file_storage: %s", why);
     lua_createtable(L, 0, 2);
     file_store_box *box = lua_newuserdata(L, sizeof *box);
     box->store = NULL;
@@ -781,9 +838,11 @@ static void check_option(lua_State *L, const option_spec *spec, int value)
         if (t != LUA_TSTRING)
             luaL_error(L, "dukanext: option '%s' must be a URL string", spec->name);
         const char *url = lua_tolstring(L, value, &len);
-        const char *problem = dn_config_endpoint_problem(url, len);
+        const char *problem = dn_url_problem(url, len);
         if (problem) {
-            push_shown_value(L, url, len);
+            /* Room for SHOWN_VALUE_MAX bytes and more, so that a cut URL shows "...". */
+            char redacted[SHOWN_VALUE_MAX + 8];
+            push_shown_value(L, redacted, dn_url_redact(url, len, redacted, sizeof redacted));
             luaL_error(L, "dukanext: option '%s' %s: %s", spec->name, problem, lua_tostring(L, -1));
         }
         break;
@@ -845,73 +904,126 @@ static void check_option(lua_State *L, const option_spec *spec, int value)
     }
 }
 
-/* opts is a stack index, or 0 for none. */
-static bool has_options(lua_State *L, int opts)
+/* Names users write for options, and what they meant. */
+static const dn_alias option_aliases[] = {
+    {"url", "endpoint"},
+    {"uri", "endpoint"},
+    {"endpoint_url", "endpoint"},
+    {"server", "endpoint"},
+    {"retries", "max_retries"},
+    {"error_handler", "on_error"},
+    {"callback", "on_error"},
+    {"max_queue_size", "max_queue"},
+    {NULL, NULL},
+};
+
+static void raise_unknown_option(lua_State *L, const char *name)
 {
-    return opts != 0 && !lua_isnoneornil(L, opts);
+    const char *names[OPTION_COUNT + 1];
+    for (size_t i = 0; i < OPTION_COUNT; i++) names[i] = option_specs[i].name;
+    names[OPTION_COUNT] = NULL;
+    const char *meant = dn_suggest(name, names, option_aliases);
+    if (meant) luaL_error(L, "dukanext: unknown option '%s' (did you mean '%s'?)", name, meant);
+    luaL_error(L, "dukanext: unknown option '%s'", name);
 }
 
-/* Raises for anything wrong, before anything is allocated. */
-static void check_options(lua_State *L, int opts)
+/* A copy of the raw pairs of the table at idx: what is checked is then what is applied,
+ * whatever Lua code runs in between (a storage's __index) does to the original. */
+static void copy_raw_pairs(lua_State *L, int idx)
 {
-    if (!has_options(L, opts)) return;
-    if (!lua_istable(L, opts)) luaL_error(L, "dukanext: options must be a table");
+    lua_newtable(L);
     lua_pushnil(L);
-    while (lua_next(L, opts)) {
-        if (lua_type(L, -2) != LUA_TSTRING) luaL_error(L, "dukanext: option names must be strings");
-        const option_spec *spec = find_option(lua_tostring(L, -2));
-        if (!spec) luaL_error(L, "dukanext: unknown option '%s'", lua_tostring(L, -2));
-        check_option(L, spec, lua_gettop(L));
-        lua_pop(L, 1);
+    while (lua_next(L, idx)) {
+        lua_pushvalue(L, -2);
+        lua_insert(L, -2);
+        lua_rawset(L, -4);
     }
 }
 
-/* Fills config from options already checked; false only when out of memory. */
-static bool apply_options(lua_State *L, int opts, dn_config *config)
+/* Reads the options table at opts (0 or nil: none) once: its own keys must all be
+ * known options, then each known option is read with one lua_getfield, so that options
+ * inherited through __index (the "defaults" idiom) count, and pushed. Answers the stack
+ * index of the first of OPTION_COUNT slots, in option_specs' order; check_options and
+ * apply_options look at these values only. */
+static int read_options(lua_State *L, int opts)
+{
+    luaL_checkstack(L, OPTION_COUNT + 8, "dukanext: options");
+    int base = lua_gettop(L) + 1;
+    bool given = opts != 0 && !lua_isnoneornil(L, opts);
+    if (given && !lua_istable(L, opts)) luaL_error(L, "dukanext: options must be a table");
+    if (given) {
+        lua_pushnil(L);
+        while (lua_next(L, opts)) {
+            if (lua_type(L, -2) != LUA_TSTRING)
+                luaL_error(L, "dukanext: option names must be strings");
+            if (!find_option(lua_tostring(L, -2))) raise_unknown_option(L, lua_tostring(L, -2));
+            lua_pop(L, 1);
+        }
+    }
+    for (size_t i = 0; i < OPTION_COUNT; i++) {
+        if (!given) {
+            lua_pushnil(L);
+            continue;
+        }
+        lua_getfield(L, opts, option_specs[i].name);
+        if (option_specs[i].kind == OPT_HEADERS && lua_istable(L, -1)) {
+            copy_raw_pairs(L, lua_gettop(L));
+            lua_remove(L, -2);
+        }
+    }
+    return base;
+}
+
+/* Raises for anything wrong, before anything is allocated. */
+static void check_options(lua_State *L, int base)
+{
+    for (size_t i = 0; i < OPTION_COUNT; i++)
+        if (!lua_isnil(L, base + (int)i)) check_option(L, &option_specs[i], base + (int)i);
+}
+
+/* Fills config from the options read_options pushed at base and check_options checked;
+ * false only when out of memory. */
+static bool apply_options(lua_State *L, int base, dn_config *config)
 {
     bool ok = true;
-    if (!has_options(L, opts)) return ok;
     for (size_t i = 0; i < OPTION_COUNT; i++) {
         const option_spec *spec = &option_specs[i];
-        lua_getfield(L, opts, spec->name);
-        if (!lua_isnil(L, -1)) {
-            char *field = (char *)config + spec->offset;
-            switch (spec->kind) {
-            case OPT_URL:
-            case OPT_TEXT:
-                ok = dn_config_set_string((char **)(void *)field, lua_tostring(L, -1)) && ok;
-                break;
-            case OPT_SECONDS:
-                *(int64_t *)(void *)field = (int64_t)llround(lua_tonumber(L, -1) * 1000.0);
-                break;
-            case OPT_COUNT:
-                *(size_t *)(void *)field = (size_t)lua_tonumber(L, -1);
-                break;
-            case OPT_FLAG:
-                *(bool *)(void *)field = lua_toboolean(L, -1);
-                break;
-            case OPT_HEADERS:
-                lua_pushnil(L);
-                while (lua_next(L, -2)) {
-                    ok = dn_config_add_header(config, lua_tostring(L, -2), lua_tostring(L, -1)) &&
-                         ok;
-                    lua_pop(L, 1);
-                }
-                break;
-            case OPT_CHOICE: {
-                /* Every choice enum of dn_config is an int-sized enum counting from 0. */
-                const char *v = lua_tostring(L, -1);
-                int choice = 0;
-                while (strcmp(spec->choices[choice], v) != 0) choice++;
-                *(int *)(void *)field = choice;
-                break;
+        int value = base + (int)i;
+        if (lua_isnil(L, value)) continue;
+        char *field = (char *)config + spec->offset;
+        switch (spec->kind) {
+        case OPT_URL:
+        case OPT_TEXT:
+            ok = dn_config_set_string((char **)(void *)field, lua_tostring(L, value)) && ok;
+            break;
+        case OPT_SECONDS:
+            *(int64_t *)(void *)field = (int64_t)llround(lua_tonumber(L, value) * 1000.0);
+            break;
+        case OPT_COUNT:
+            *(size_t *)(void *)field = (size_t)lua_tonumber(L, value);
+            break;
+        case OPT_FLAG:
+            *(bool *)(void *)field = lua_toboolean(L, value);
+            break;
+        case OPT_HEADERS:
+            lua_pushnil(L);
+            while (lua_next(L, value)) {
+                ok = dn_config_add_header(config, lua_tostring(L, -2), lua_tostring(L, -1)) && ok;
+                lua_pop(L, 1);
             }
-            case OPT_STORAGE:
-            case OPT_CALLBACK:
-                break; /* kept in the client's user value by the caller */
-            }
+            break;
+        case OPT_CHOICE: {
+            /* Every choice enum of dn_config is an int-sized enum counting from 0. */
+            const char *v = lua_tostring(L, value);
+            int choice = 0;
+            while (strcmp(spec->choices[choice], v) != 0) choice++;
+            *(int *)(void *)field = choice;
+            break;
         }
-        lua_pop(L, 1);
+        case OPT_STORAGE:
+        case OPT_CALLBACK:
+            break; /* kept in the client's user value by the caller */
+        }
     }
     /* Timeouts below a millisecond would mean "none" to curl. */
     if (config->timeout_ms < 1) config->timeout_ms = 1;
@@ -920,20 +1032,18 @@ static bool apply_options(lua_State *L, int opts, dn_config *config)
     return ok;
 }
 
-/* Pushes option `name`, or nil. */
-static void push_option(lua_State *L, int opts, const char *name)
+/* The slot read_options gave option `name`. */
+static int option_slot(int base, const char *name)
 {
-    if (has_options(L, opts))
-        lua_getfield(L, opts, name);
-    else
-        lua_pushnil(L);
+    return base + (int)(find_option(name) - option_specs);
 }
 
 /* Pushes a new client built from the options at index opts (may be absent). */
 static void push_new_client(lua_State *L, hub_box *hb, int opts)
 {
     if (opts) opts = dn_lua_absindex(L, opts);
-    check_options(L, opts);
+    int options = read_options(L, opts);
+    check_options(L, options);
 
     /* Marked unbuilt before the metatable is set, so a failure below leaves an object
      * that collects safely. */
@@ -948,7 +1058,7 @@ static void push_new_client(lua_State *L, hub_box *hb, int opts)
     dn_config config;
     dn_config_defaults(&config);
     lclient *lc = calloc(1, sizeof *lc);
-    if (!apply_options(L, opts, &config) || !lc) {
+    if (!apply_options(L, options, &config) || !lc) {
         dn_config_free(&config);
         free(lc);
         luaL_error(L, "dukanext: out of memory");
@@ -963,19 +1073,23 @@ static void push_new_client(lua_State *L, hub_box *hb, int opts)
     lc->core->host = lc;
     lc->anchor_ref = LUA_NOREF;
     box->lc = lc;
+    lc->box = box;
     if (lc->core->config.insecure) warn_insecure_once(lc->core->config.endpoint);
 
-    push_option(L, opts, "storage");
+    lua_pushvalue(L, option_slot(options, "storage"));
     if (lua_isnil(L, -1)) {
         lua_pop(L, 1);
         push_memory_storage(L);
     }
     set_client_value(L, self, CLIENT_VALUE_STORAGE);
-    push_option(L, opts, "on_error");
+    lua_pushvalue(L, option_slot(options, "on_error"));
     lc->core->wants_reports = !lua_isnil(L, -1);
     set_client_value(L, self, CLIENT_VALUE_ON_ERROR);
     /* Events replayed from a spool are work: the client must outlive its last reference. */
     anchor_if_busy(L, lc, self);
+    /* The client takes the place of the options read. */
+    lua_replace(L, options);
+    lua_settop(L, options);
 }
 
 static void release_callbacks(lua_State *L, lclient *lc, int self)
@@ -987,12 +1101,18 @@ static void release_callbacks(lua_State *L, lclient *lc, int self)
 
 /* ---- client methods ---- */
 
-static int client_gc(lua_State *L)
+/* Answers how many events were undelivered. */
+static size_t close_client(lua_State *L, lclient *lc, int self)
 {
-    client_box *box = lua_touserdata(L, 1);
-    lclient *lc = box->lc;
-    if (!lc) return 0;
-    box->lc = NULL;
+    if (lc->core->closed) return 0;
+    size_t undelivered = dn_client_close(lc->core);
+    release_callbacks(L, lc, self);
+    release_anchor(L, lc);
+    return undelivered;
+}
+
+static void free_client(lua_State *L, lclient *lc)
+{
     /* Cancels any transfer still in flight: only reached at lua_close, since a busy
      * client is anchored. */
     dn_client_free(lc->core);
@@ -1000,19 +1120,27 @@ static int client_gc(lua_State *L)
     free(lc->customers_id);
     dn_session_memo_free(&lc->session_memo);
     free(lc);
+}
+
+static int client_gc(lua_State *L)
+{
+    client_box *box = lua_touserdata(L, 1);
+    lclient *lc = box->lc;
+    if (!lc) return 0;
+    if (lc->calls_running > 0) {
+        close_client(L, lc, 1);
+        lc->box = NULL;
+        return 0;
+    }
+    box->lc = NULL;
+    free_client(L, lc);
     return 0;
 }
 
 static int client_close(lua_State *L)
 {
     client_box *box = luaL_checkudata(L, 1, CLIENT_MT);
-    lclient *lc = box->lc;
-    size_t undelivered = 0;
-    if (lc && !lc->core->closed) {
-        undelivered = dn_client_close(lc->core);
-        release_callbacks(L, lc, 1);
-        release_anchor(L, lc);
-    }
+    size_t undelivered = box->lc ? close_client(L, box->lc, 1) : 0;
     lua_pushinteger(L, (lua_Integer)undelivered);
     return 1;
 }
@@ -1042,6 +1170,24 @@ static bool is_string_or_null(lua_State *L, int idx)
     int t = lua_type(L, idx);
     return t == LUA_TSTRING || (t == LUA_TLIGHTUSERDATA && lua_touserdata(L, idx) == NULL);
 }
+
+static const char *const field_names[] = {
+    "referrerUrl", "sessionStartPage", "hasCustomerAccount", "customersId",
+    "storage",     "userAgent",        "clientIp",           NULL,
+};
+
+/* Names users write for fields, and what they meant. */
+static const dn_alias field_aliases[] = {
+    {"referer", "referrerUrl"},
+    {"referrer", "referrerUrl"},
+    {"ref", "referrerUrl"},
+    {"start_page", "sessionStartPage"},
+    {"ip", "clientIp"},
+    {"remote_addr", "clientIp"},
+    {"ua", "userAgent"},
+    {"customer_id", "customersId"},
+    {NULL, NULL},
+};
 
 /* Checks `fields` and copies each known one into its slot; answers why not, or NULL. */
 static const char *read_fields(lua_State *L, int fields, char *why, size_t why_size)
@@ -1083,7 +1229,11 @@ static const char *read_fields(lua_State *L, int fields, char *why, size_t why_s
             const char *ip = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &len) : NULL;
             ok = ip && dn_config_is_client_ip(ip, len);
         } else {
-            snprintf(why, why_size, "unknown field '%.64s'", name);
+            const char *meant = dn_suggest(name, field_names, field_aliases);
+            if (meant)
+                snprintf(why, why_size, "unknown field '%.64s' (did you mean '%s'?)", name, meant);
+            else
+                snprintf(why, why_size, "unknown field '%.64s'", name);
             lua_pop(L, 2);
             return why;
         }
@@ -1118,6 +1268,99 @@ static bool is_object_like(lua_State *L, int idx)
     bool empty = lua_next(L, idx) == 0;
     if (!empty) lua_pop(L, 2);
     return empty;
+}
+
+/* Appends key (a stack index) to path as Lua would write it: ".name", "[3]" or
+ * "[\"odd key\"]". Answers the new length; the path is cut when it does not fit. */
+static size_t path_append_key(lua_State *L, int key, char *path, size_t len, size_t size)
+{
+    char part[80];
+    if (lua_type(L, key) == LUA_TNUMBER) {
+        double n = lua_tonumber(L, key);
+        snprintf(part, sizeof part, n == floor(n) && fabs(n) < 1e15 ? "[%.0f]" : "[%g]", n);
+    } else if (lua_type(L, key) == LUA_TSTRING) {
+        size_t key_len;
+        const char *k = lua_tolstring(L, key, &key_len);
+        bool plain = key_len > 0 && key_len <= 48 && !(k[0] >= '0' && k[0] <= '9');
+        for (size_t i = 0; plain && i < key_len; i++)
+            plain = k[i] == '_' || (k[i] >= 'a' && k[i] <= 'z') || (k[i] >= 'A' && k[i] <= 'Z') ||
+                    (k[i] >= '0' && k[i] <= '9');
+        if (plain) {
+            snprintf(part, sizeof part, ".%s", k);
+        } else {
+            char shown[41];
+            size_t n = key_len < 40 ? key_len : 40;
+            for (size_t i = 0; i < n; i++) {
+                unsigned char c = (unsigned char)k[i];
+                shown[i] = c < 0x20 || c >= 0x7f || c == '"' || c == '\\' ? '?' : (char)c;
+            }
+            shown[n] = '\0';
+            snprintf(part, sizeof part, "[\"%s%s\"]", shown, key_len > n ? "..." : "");
+        }
+    } else {
+        snprintf(part, sizeof part, "[%s key]", luaL_typename(L, key));
+    }
+    if (len < size) snprintf(path + len, size - len, "%s", part);
+    size_t grown = len + strlen(part);
+    return grown < size ? grown : size - 1;
+}
+
+/* After lua-cjson refused the table at `table`: finds the first value it cannot encode,
+ * reading raw as lua-cjson does, and writes its path into path (from len on) and what
+ * is wrong with it into *problem. Only runs for a refused event, so emit pays nothing
+ * for it otherwise. */
+static bool find_unencodable(lua_State *L, int table, int depth, char *path, size_t len,
+                             size_t size, const char **problem)
+{
+    if (depth > METADATA_MAX_DEPTH - 1) {
+        *problem = "nested deeper than 31 levels (or a table that contains itself)";
+        return true;
+    }
+    if (!lua_checkstack(L, 4)) return false;
+    lua_pushnil(L);
+    while (lua_next(L, table)) {
+        size_t grown = path_append_key(L, lua_gettop(L) - 1, path, len, size);
+        int key_type = lua_type(L, -2);
+        const char *bad = NULL;
+        if (key_type != LUA_TSTRING && key_type != LUA_TNUMBER) {
+            bad = "a key must be a string or a number";
+        } else {
+            switch (lua_type(L, -1)) {
+            case LUA_TNUMBER: {
+                double x = lua_tonumber(L, -1);
+                if (x != x || isinf(x)) bad = "cannot encode NaN or infinity";
+                break;
+            }
+            case LUA_TLIGHTUSERDATA:
+                if (lua_touserdata(L, -1) != NULL) bad = "cannot encode a light userdata";
+                break;
+            case LUA_TTABLE:
+                if (!find_unencodable(L, lua_gettop(L), depth + 1, path, grown, size, &bad))
+                    bad = NULL;
+                break;
+            case LUA_TFUNCTION:
+                bad = "cannot encode a function";
+                break;
+            case LUA_TUSERDATA:
+                bad = "cannot encode a userdata";
+                break;
+            case LUA_TTHREAD:
+                bad = "cannot encode a coroutine";
+                break;
+            default:
+                break;
+            }
+        }
+        if (bad) {
+            /* For a nested table, path already runs down to the value at fault. */
+            *problem = bad;
+            lua_pop(L, 2);
+            return true;
+        }
+        lua_pop(L, 1);
+        path[len] = '\0';
+    }
+    return false;
 }
 
 /* A string-or-null field the caller gave: true when the slot holds one. */
@@ -1164,9 +1407,8 @@ static int refuse_accept(lua_State *L, lclient *lc, dn_accept verdict)
     return 0;
 }
 
-static int client_emit(lua_State *L)
+static int emit_running(lua_State *L, lclient *lc)
 {
-    lclient *lc = check_client(L, 1);
     lua_settop(L, 4);
     lua_settop(L, SLOT_LAST); /* the field slots start as nil */
     luaL_checkstack(L, 16, "dukanext: emit");
@@ -1233,6 +1475,10 @@ static int client_emit(lua_State *L)
         if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
             dn_session_clear(&session);
             anchor_if_busy(L, lc, 1);
+            char path[160] = "metadata";
+            const char *problem = NULL;
+            if (find_unencodable(L, 3, 1, path, strlen(path), sizeof path, &problem))
+                return refuse(L, "INVALID_METADATA", "%s: %s", path, problem);
             return refuse(L, "INVALID_METADATA", "%s", error_text(L, -1));
         }
         metadata_json = lua_tolstring(L, -1, &metadata_json_len);
@@ -1289,14 +1535,26 @@ static int client_emit(lua_State *L)
     return 1;
 }
 
+static int client_emit(lua_State *L)
+{
+    check_client(L, 1);
+    if (state_closing(L)) return refuse_closing(L);
+    lclient *lc = enter_client(L, 1);
+    return leave_client(lc, emit_running(L, lc));
+}
+
 static int client_get_user_id(lua_State *L)
 {
-    lclient *lc = check_client(L, 1);
+    check_client(L, 1);
+    check_storage_arg(L, 2);
+    if (state_closing(L)) return refuse_closing(L);
+    lclient *lc = enter_client(L, 1);
     storage_ref storage = open_storage(L, push_storage(L, 1, 2));
     char id[DN_ID_MAX + 1];
     size_t len;
     bool ok = resolve_user_id(L, lc, 1, &storage, id, &len);
     anchor_if_busy(L, lc, 1);
+    leave_client(lc, 0);
     if (!ok) return luaL_error(L, "dukanext: the system gave no randomness for an id");
     lua_pushlstring(L, id, len);
     return 1;
@@ -1304,11 +1562,15 @@ static int client_get_user_id(lua_State *L)
 
 static int client_get_session_id(lua_State *L)
 {
-    lclient *lc = check_client(L, 1);
+    check_client(L, 1);
+    check_storage_arg(L, 2);
+    if (state_closing(L)) return refuse_closing(L);
+    lclient *lc = enter_client(L, 1);
     storage_ref storage = open_storage(L, push_storage(L, 1, 2));
     dn_session session = {0};
     bool ok = resolve_session(L, lc, 1, &storage, NULL, 0, &session);
     anchor_if_busy(L, lc, 1);
+    leave_client(lc, 0);
     if (!ok) return luaL_error(L, "dukanext: the system gave no randomness for an id");
     lua_pushlstring(L, session.id, session.id_len);
     dn_session_clear(&session);
@@ -1351,7 +1613,7 @@ static void set_count(lua_State *L, const char *name, uint64_t value)
 
 static int client_stats(lua_State *L)
 {
-    lclient *lc = check_client(L, 1);
+    lclient *lc = enter_client(L, 1);
     dn_hub_check_fork(lc->core->hub); /* a child counts from zero */
     const dn_client *c = lc->core;
     lua_createtable(L, 0, 16);
@@ -1370,19 +1632,13 @@ static int client_stats(lua_State *L)
     set_count(L, "spool_bytes", c->spool ? dn_spool_bytes(c->spool) : 0);
     set_count(L, "retries", c->stats.retries);
     set_count(L, "cancelled", c->stats.cancelled);
-    return 1;
+    return leave_client(lc, 1);
 }
 
 /* Pumps and sleeps in curl_multi_poll until target (or, when NULL, every client) has
  * nothing left, or the deadline passes. */
-static int flush_until(lua_State *L, hub_box *hb, dn_client *target, int timeout_arg)
+static int flush_until(lua_State *L, hub_box *hb, dn_client *target, double timeout)
 {
-    double timeout = -1;
-    if (!lua_isnoneornil(L, timeout_arg)) {
-        timeout = luaL_checknumber(L, timeout_arg);
-        luaL_argcheck(L, timeout >= 0 && timeout == timeout, timeout_arg,
-                      "timeout must be a number of seconds >= 0");
-    }
     int64_t deadline =
         timeout < 0 || timeout > 1e9 ? INT64_MAX : dn_mono_ms() + (int64_t)(timeout * 1000.0);
     for (;;) {
@@ -1405,22 +1661,42 @@ static int flush_until(lua_State *L, hub_box *hb, dn_client *target, int timeout
     }
 }
 
+/* Seconds, or -1 for no deadline. */
+static double check_timeout_arg(lua_State *L, int arg)
+{
+    if (lua_isnoneornil(L, arg)) return -1;
+    double timeout = luaL_checknumber(L, arg);
+    luaL_argcheck(L, timeout >= 0 && timeout == timeout, arg,
+                  "timeout must be a number of seconds >= 0");
+    return timeout;
+}
+
 static int client_flush(lua_State *L)
 {
-    lclient *lc = check_client(L, 1);
-    return flush_until(L, upvalue_hub(L), lc->core, 2);
+    check_client(L, 1);
+    double timeout = check_timeout_arg(L, 2);
+    if (state_closing(L)) return refuse_closing(L);
+    lclient *lc = enter_client(L, 1);
+    return leave_client(lc, flush_until(L, upvalue_hub(L), lc->core, timeout));
 }
 
 /* ---- module functions ---- */
 
+static void check_not_closing(lua_State *L)
+{
+    if (state_closing(L)) luaL_error(L, "dukanext: no new client: " CLOSING_REASON);
+}
+
 static int module_new(lua_State *L)
 {
+    check_not_closing(L);
     push_new_client(L, upvalue_hub(L), 1);
     return 1;
 }
 
 static int module_configure(lua_State *L)
 {
+    check_not_closing(L);
     hub_box *hb = upvalue_hub(L);
     push_new_client(L, hb, 1);
     /* The previous default keeps delivering what it accepted, then is collected. */
@@ -1432,6 +1708,7 @@ static int module_configure(lua_State *L)
 
 static int module_pump(lua_State *L)
 {
+    if (state_closing(L)) return refuse_closing(L);
     hub_box *hb = upvalue_hub(L);
     dn_hub_pump(hb->hub);
     after_work(L, hb);
@@ -1443,6 +1720,7 @@ static int module_pump(lua_State *L)
  * transfer has something to do (nil where the OS has no single one to give)... */
 static int module_poll_fd(lua_State *L)
 {
+    if (state_closing(L)) return refuse_closing(L);
     hub_box *hb = upvalue_hub(L);
     dn_hub_check_fork(hb->hub);
     int fd = dn_transport_fd(&hb->hub->transport);
@@ -1458,6 +1736,7 @@ static int module_poll_fd(lua_State *L)
  * there is nothing to do. */
 static int module_next_timeout(lua_State *L)
 {
+    if (state_closing(L)) return refuse_closing(L);
     int ms = dn_hub_next_pump_ms(upvalue_hub(L)->hub, dn_mono_ms(), 60000);
     if (ms < 0)
         lua_pushnil(L);
@@ -1468,7 +1747,9 @@ static int module_next_timeout(lua_State *L)
 
 static int module_flush(lua_State *L)
 {
-    return flush_until(L, upvalue_hub(L), NULL, 1);
+    double timeout = check_timeout_arg(L, 1);
+    if (state_closing(L)) return refuse_closing(L);
+    return flush_until(L, upvalue_hub(L), NULL, timeout);
 }
 
 /* dn.emit(...) is the default client's c:emit(...). */
@@ -1494,6 +1775,7 @@ static void check_customers_id_first(lua_State *L)
     static int name(lua_State *L)                                                                  \
     {                                                                                              \
         check_args(L);                                                                             \
+        if (state_closing(L)) return refuse_closing(L);                                            \
         hub_box *hb = upvalue_hub(L);                                                              \
         lua_rawgeti(L, LUA_REGISTRYINDEX, hb->default_ref);                                        \
         lua_insert(L, 1);                                                                          \
@@ -1507,9 +1789,18 @@ DEFAULT_CLIENT_CALL(module_identify, client_identify, check_customers_id_first)
 DEFAULT_CLIENT_CALL(module_reset, client_reset, check_no_args)
 DEFAULT_CLIENT_CALL(module_stats, client_stats, check_no_args)
 
+/* Only at lua_close: the registry holds the hub. */
 static int hub_gc(lua_State *L)
 {
     hub_box *hb = lua_touserdata(L, 1);
+    /* The clients left are those no finalizer will free: made by a finalizer during
+     * lua_close (Lua gives those none), or finalized while a method of theirs ran. */
+    for (dn_client *c = hb->hub ? hb->hub->clients : NULL, *next; c; c = next) {
+        next = c->next;
+        lclient *lc = c->host;
+        if (lc->box) lc->box->lc = NULL;
+        free_client(L, lc);
+    }
     if (hb->hub) dn_hub_release(hb->hub);
     hb->hub = NULL;
     dn_buf_free(&hb->body);
@@ -1560,6 +1851,7 @@ static hub_box *push_hub(lua_State *L)
     luaL_newmetatable(L, HUB_MT);
     lua_pushcfunction(L, hub_gc);
     lua_setfield(L, -2, "__gc");
+    lock_metatable(L, HUB_KEY); /* getmetatable answers the object's name */
     lua_setmetatable(L, -2);
     hb->hub = dn_hub_new();
     if (!hb->hub) luaL_error(L, "dukanext: cannot start libcurl");
@@ -1644,11 +1936,13 @@ int luaopen_dukanext(lua_State *L)
     lua_setfield(L, -2, "__close");
     lua_pushcfunction(L, client_tostring);
     lua_setfield(L, -2, "__tostring");
+    lock_metatable(L, CLIENT_MT);
     lua_pop(L, 1);
 
     luaL_newmetatable(L, FILE_STORE_MT);
     lua_pushcfunction(L, file_store_gc);
     lua_setfield(L, -2, "__gc");
+    lock_metatable(L, FILE_STORE_MT);
     lua_pop(L, 1);
 
     lua_createtable(L, 0, 16);

@@ -23,6 +23,28 @@ dn_file_store *dn_file_store_new(const char *path)
     return s;
 }
 
+bool dn_file_store_check_folder(const char *path, char *why, size_t why_size)
+{
+    char *folder = dn_os_parent_folder(path);
+    if (!folder) {
+        snprintf(why, why_size, "out of memory");
+        return false;
+    }
+    int state = dn_os_folder_state(folder);
+    if (state == ENOENT)
+        snprintf(why, why_size, "the folder '%s' of '%s' does not exist", folder, path);
+    else if (state == ENOTDIR)
+        snprintf(why, why_size, "'%s' (the folder of '%s') is not a folder", folder, path);
+    else if (state == EACCES || state == EROFS || state == EPERM)
+        snprintf(why, why_size, "the folder '%s' of '%s' is not writable: %s", folder, path,
+                 strerror(state));
+    else if (state != 0)
+        snprintf(why, why_size, "the folder '%s' of '%s' cannot be used: %s", folder, path,
+                 strerror(state));
+    free(folder);
+    return state == 0;
+}
+
 static void forget_entries(dn_file_store *s)
 {
     for (size_t i = 0; i < s->count; i++) {

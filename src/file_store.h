@@ -26,6 +26,10 @@ typedef struct dn_file_store {
 } dn_file_store;
 
 dn_file_store *dn_file_store_new(const char *path);
+/* Whether the folder path's file goes in exists and this process may create files in
+ * it; when not, why (naming the folder) in why. Checked once, when a store is made, so
+ * a wrong path is said at once rather than on the first set. */
+bool dn_file_store_check_folder(const char *path, char *why, size_t why_size);
 void dn_file_store_free(dn_file_store *store);
 /* *value is NULL when the key is absent; it points into the store until the next call.
  * False on an I/O error (store->error says which). A file that is not a JSON object of

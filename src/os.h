@@ -142,6 +142,11 @@ bool dn_os_lock_now(int fd);
  * parent: until then a power cut may take it away with every segment in it. */
 bool dn_os_make_folders(const char *path);
 int dn_os_open_folder(const char *path);
+/* A malloc'd copy of the folder that holds path ("." when path names no folder). */
+char *dn_os_parent_folder(const char *path);
+/* 0 when path is a folder this process may create files in; otherwise why not, as an
+ * errno value: ENOENT, ENOTDIR, EACCES or what looking it up failed with. */
+int dn_os_folder_state(const char *path);
 /* Calls on_name for every name in the folder but "." and ".." until it answers false
  * (then the listing answers false too, with errno untouched). */
 bool dn_os_list_folder(int dir_fd, bool (*on_name)(void *ud, const char *name), void *ud);

@@ -234,6 +234,24 @@ bool dn_os_make_folders(const char *dir)
     return ok;
 }
 
+char *dn_os_parent_folder(const char *path)
+{
+    char *copy = strdup(path);
+    if (!copy) return NULL;
+    char *folder = strdup(dirname(copy));
+    free(copy);
+    return folder;
+}
+
+int dn_os_folder_state(const char *path)
+{
+    struct stat st;
+    if (stat(path, &st) != 0) return errno;
+    if (!S_ISDIR(st.st_mode)) return ENOTDIR;
+    if (access(path, W_OK | X_OK) != 0) return errno;
+    return 0;
+}
+
 int dn_os_open_folder(const char *path)
 {
     int fd;

@@ -469,6 +469,35 @@ bool dn_os_make_folders(const char *dir)
     return ok;
 }
 
+char *dn_os_parent_folder(const char *path)
+{
+    const char *end = NULL;
+    for (const char *p = path; *p; p++)
+        if (*p == '/' || *p == '\\') end = p;
+    if (!end) return strdup(".");
+    /* A file at the top of a drive keeps the root: the folder of "C:/x" is "C:/". */
+    size_t len = (size_t)(end - path);
+    if (len == 0 || (len == 2 && path[1] == ':')) len++;
+    char *folder = malloc(len + 1);
+    if (!folder) return NULL;
+    memcpy(folder, path, len);
+    folder[len] = '\0';
+    return folder;
+}
+
+/* Windows folders carry no write bit worth reading (the read-only attribute of a
+ * folder is ignored by the file system), so only existence and kind are checked. */
+int dn_os_folder_state(const char *path)
+{
+    wchar_t *wide = wide_from_utf8(path);
+    if (!wide) return errno;
+    DWORD attributes = GetFileAttributesW(wide);
+    free(wide);
+    if (attributes == INVALID_FILE_ATTRIBUTES) return ENOENT;
+    if (!(attributes & FILE_ATTRIBUTE_DIRECTORY)) return ENOTDIR;
+    return 0;
+}
+
 int dn_os_open_folder(const char *path)
 {
     wchar_t *wide = wide_from_utf8(path);

@@ -276,7 +276,13 @@ static size_t keep_answer(char *data, size_t size, size_t nmemb, void *userdata)
     memcpy(slot->answer + slot->answer_len, data, keep);
     slot->answer_len += keep;
     slot->answer[slot->answer_len] = '\0';
-    return n; /* the rest is read and dropped, never an error */
+    slot->answer_read += n;
+    if (slot->answer_read > DN_ANSWER_READ_MAX) {
+        /* Refusing the bytes makes curl stop and close the connection. */
+        slot->answer_cut = true;
+        return 0;
+    }
+    return n; /* up to the limit, what does not fit is read and dropped */
 }
 
 bool dn_slot_open(dn_slot *slot, dn_transport *t, void *owner, const dn_transport_options *o)
@@ -404,6 +410,8 @@ bool dn_slot_start(dn_transport *t, dn_slot *slot, dn_event *event)
     }
     slot->answer_len = 0;
     slot->answer[0] = '\0';
+    slot->answer_read = 0;
+    slot->answer_cut = false;
     slot->error_text[0] = '\0';
     curl_easy_setopt(slot->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)event->body_len);
     curl_easy_setopt(slot->easy, CURLOPT_POSTFIELDS, dn_event_body(event));
@@ -473,6 +481,30 @@ void dn_slot_release_inherited(dn_transport *t, dn_slot *slot)
     dn_buf_free(&slot->header_text);
 }
 
+/* Retry-After in milliseconds, saturated at INT64_MAX (the client caps it at
+ * retry_max). Seconds are read here: curl's own reading overflows to nothing beyond 64
+ * bits, and seconds * 1000 may overflow even within them. An HTTP-date is left to curl. */
+static int64_t retry_after_ms(CURL *easy)
+{
+    struct curl_header *header;
+    if (curl_easy_header(easy, "Retry-After", 0, CURLH_HEADER, -1, &header) != CURLHE_OK) return 0;
+    const char *v = header->value;
+    while (*v == ' ' || *v == '\t') v++;
+    if (*v >= '0' && *v <= '9') {
+        int64_t ms = 0;
+        for (; *v >= '0' && *v <= '9'; v++) {
+            int digit = *v - '0';
+            ms = ms > (INT64_MAX - digit * 1000) / 10 ? INT64_MAX : ms * 10 + digit * 1000;
+        }
+        while (*v == ' ' || *v == '\t') v++;
+        return *v == '\0' ? ms : 0;
+    }
+    curl_off_t seconds = 0;
+    if (curl_easy_getinfo(easy, CURLINFO_RETRY_AFTER, &seconds) != CURLE_OK || seconds <= 0)
+        return 0;
+    return seconds > INT64_MAX / 1000 ? INT64_MAX : (int64_t)seconds * 1000;
+}
+
 /* Lets curl act on every ready socket and on its timeout, without waiting. */
 static void drive(dn_transport *t)
 {
@@ -514,10 +546,10 @@ void dn_transport_perform(dn_transport *t, dn_attempt_done_fn on_done, void *ud)
 
         dn_attempt_result result = {.curl_code = msg->data.result};
         curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &result.status);
-        curl_off_t retry_after = 0;
-        if (curl_easy_getinfo(easy, CURLINFO_RETRY_AFTER, &retry_after) == CURLE_OK &&
-            retry_after > 0)
-            result.retry_after_ms = (int64_t)retry_after * 1000;
+        result.retry_after_ms = retry_after_ms(easy);
+        /* An answer cut at DN_ANSWER_READ_MAX: its status arrived, and decides. */
+        if (result.curl_code == CURLE_WRITE_ERROR && slot->answer_cut && result.status > 0)
+            result.curl_code = CURLE_OK;
         if (result.curl_code != CURLE_OK && slot->error_text[0] == '\0')
             snprintf(slot->error_text, sizeof slot->error_text, "%s",
                      curl_easy_strerror(result.curl_code));

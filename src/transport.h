@@ -44,6 +44,10 @@ typedef struct dn_attempt_result {
 } dn_attempt_result;
 
 #define DN_ANSWER_KEEP 1024
+/* Bytes of an answer body read at most: the service answers {"status":"success"} or a
+ * short error; beyond this the connection is dropped and the status alone decides, so
+ * an endless answer costs neither a core nor a TIMEOUT. */
+#define DN_ANSWER_READ_MAX 4096
 
 typedef struct dn_slot {
     CURL *easy;
@@ -56,6 +60,8 @@ typedef struct dn_slot {
     dn_buf header_text;
     char answer[DN_ANSWER_KEEP];
     size_t answer_len;
+    size_t answer_read; /* bytes of the answer body curl handed us */
+    bool answer_cut;    /* the body went past DN_ANSWER_READ_MAX: the rest was refused */
     char error_text[CURL_ERROR_SIZE];
 } dn_slot;
 

@@ -5,39 +5,6 @@
 #include <curl/curl.h>
 #include <stdlib.h>
 
-static bool endpoint_ok(const char *url)
-{
-    return dn_config_endpoint_problem(url, strlen(url)) == NULL;
-}
-
-static void test_endpoint_accepted(void)
-{
-    CHECK(endpoint_ok("http://127.0.0.1:8080/access/api/v1/analytics"));
-    CHECK(endpoint_ok("https://shop.example/access/api/v1/analytics"));
-    CHECK(endpoint_ok("HTTPS://shop.example"));
-    CHECK(endpoint_ok("http://[::1]:9/x"));
-}
-
-static void test_endpoint_refused(void)
-{
-    CHECK_STR_EQ(dn_config_endpoint_problem("ftp://shop.example/", 19),
-                 "must be an http:// or https:// URL");
-    CHECK_STR_EQ(dn_config_endpoint_problem("not a url", 9), "is not a valid URL");
-    CHECK_STR_EQ(dn_config_endpoint_problem("http://a/\r\nX: y", 15),
-                 "must not contain NUL, CR or LF");
-    CHECK_STR_EQ(dn_config_endpoint_problem("http://a/\0b", 11), "must not contain NUL, CR or LF");
-    size_t long_len = DN_ENDPOINT_MAX + 1;
-    char *long_url = malloc(long_len + 1);
-    if (!CHECK(long_url != NULL)) return;
-    memset(long_url, 'a', long_len);
-    memcpy(long_url, "http://a/", 9);
-    long_url[long_len] = '\0';
-    CHECK_STR_EQ(dn_config_endpoint_problem(long_url, long_len), "must be at most 8192 bytes long");
-    long_url[DN_ENDPOINT_MAX] = '\0';
-    CHECK(dn_config_endpoint_problem(long_url, DN_ENDPOINT_MAX) == NULL);
-    free(long_url);
-}
-
 static void test_header_names(void)
 {
     CHECK(dn_config_is_header_name("X-Shop", 6));
@@ -121,8 +88,6 @@ static void test_defaults_and_fields(void)
 
 int main(void)
 {
-    RUN_CASE(test_endpoint_accepted);
-    RUN_CASE(test_endpoint_refused);
     RUN_CASE(test_header_names);
     RUN_CASE(test_reserved_headers);
     RUN_CASE(test_single_line_and_user_agent);

@@ -102,19 +102,38 @@ local function request_record(body)
   }
 end
 
--- Logs the request, then answers. The log line is written before the answer
--- so a client that got a response can read the record right away.
-local function answer(rec, status, payload, headers)
+-- Logs the request, then sets the status and headers of the answer. The log line is
+-- written before the answer so a client that got a response can read the record
+-- right away.
+local function begin_answer(rec, status, response, headers)
   rec.status = status
-  rec.response = payload
+  rec.response = response
   append_line("requests.jsonl", cjson.encode(rec))
   ngx.status = status
   ngx.header["Content-Type"] = "application/json"
   for k, v in pairs(headers or {}) do
     ngx.header[k] = v
   end
+end
+
+local function answer(rec, status, payload, headers)
+  begin_answer(rec, status, payload, headers)
   if payload and status ~= 204 and status ~= 304 then
     ngx.print(payload)
+  end
+  return ngx.exit(ngx.HTTP_OK)
+end
+
+-- An answer whose body never ends (action.endless: seconds to go on, at most): the
+-- headers, then 64 KiB chunks as fast as the client reads them, until it hangs up.
+local function answer_endless(rec, status, headers, seconds)
+  begin_answer(rec, status, "(endless)", headers)
+  local chunk = SUCCESS .. string.rep(" ", 65536 - #SUCCESS)
+  ngx.update_time()
+  local deadline = ngx.now() + seconds
+  while ngx.now() < deadline do
+    if not ngx.print(chunk) or not ngx.flush(true) then break end
+    ngx.update_time()
   end
   return ngx.exit(ngx.HTTP_OK)
 end
@@ -215,6 +234,9 @@ function M.analytics()
 
   if action.close then
     return close_connection(rec)
+  end
+  if tonumber(action.endless) then
+    return answer_endless(rec, status or 200, planned_headers(action), tonumber(action.endless))
   end
 
   if action.body ~= nil then
