@@ -30,9 +30,34 @@ static bool is_string_or_null(lua_State *L, int idx)
     return t == LUA_TSTRING || (t == LUA_TLIGHTUSERDATA && lua_touserdata(L, idx) == NULL);
 }
 
+static bool is_boolean(lua_State *L, int idx)
+{
+    return lua_type(L, idx) == LUA_TBOOLEAN;
+}
+
+static bool is_user_agent(lua_State *L, int idx)
+{
+    size_t len = 0;
+    const char *ua = lua_type(L, idx) == LUA_TSTRING ? lua_tolstring(L, idx, &len) : NULL;
+    return ua && dn_config_is_user_agent(ua, len);
+}
+
+static bool is_client_ip(lua_State *L, int idx)
+{
+    size_t len = 0;
+    const char *ip = lua_type(L, idx) == LUA_TSTRING ? lua_tolstring(L, idx, &len) : NULL;
+    return ip && dn_config_is_client_ip(ip, len);
+}
+
+/* The fields emit knows, in slot order: field i goes to slot SLOT_REFERRER + i once
+ * field_checks[i] accepts its value. */
 static const char *const field_names[] = {
     "referrerUrl", "sessionStartPage", "hasCustomerAccount", "customersId",
     "storage",     "userAgent",        "clientIp",           NULL,
+};
+static bool (*const field_checks[])(lua_State *L, int idx) = {
+    is_string_or_null, is_string_or_null, is_boolean,   is_string_or_null,
+    is_storage,        is_user_agent,     is_client_ip,
 };
 
 /* Names users write for fields, and what they meant. */
@@ -48,6 +73,13 @@ static const dn_alias field_aliases[] = {
     {NULL, NULL},
 };
 
+static int field_index(const char *name)
+{
+    for (int i = 0; field_names[i]; i++)
+        if (strcmp(field_names[i], name) == 0) return i;
+    return -1;
+}
+
 /* Checks `fields` and copies each known one into its slot; answers why not, or NULL. */
 static const char *read_fields(lua_State *L, int fields, char *why, size_t why_size)
 {
@@ -61,33 +93,8 @@ static const char *read_fields(lua_State *L, int fields, char *why, size_t why_s
             return "field names must be strings";
         }
         const char *name = lua_tostring(L, -2);
-        size_t len = 0;
-        int slot;
-        bool ok;
-        if (strcmp(name, "referrerUrl") == 0) {
-            slot = SLOT_REFERRER;
-            ok = is_string_or_null(L, -1);
-        } else if (strcmp(name, "sessionStartPage") == 0) {
-            slot = SLOT_START_PAGE;
-            ok = is_string_or_null(L, -1);
-        } else if (strcmp(name, "hasCustomerAccount") == 0) {
-            slot = SLOT_HAS_ACCOUNT;
-            ok = lua_type(L, -1) == LUA_TBOOLEAN;
-        } else if (strcmp(name, "customersId") == 0) {
-            slot = SLOT_CUSTOMERS_ID;
-            ok = is_string_or_null(L, -1);
-        } else if (strcmp(name, "storage") == 0) {
-            slot = SLOT_STORAGE;
-            ok = is_storage(L, -1);
-        } else if (strcmp(name, "userAgent") == 0) {
-            slot = SLOT_USER_AGENT;
-            const char *ua = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &len) : NULL;
-            ok = ua && dn_config_is_user_agent(ua, len);
-        } else if (strcmp(name, "clientIp") == 0) {
-            slot = SLOT_CLIENT_IP;
-            const char *ip = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &len) : NULL;
-            ok = ip && dn_config_is_client_ip(ip, len);
-        } else {
+        int field = field_index(name);
+        if (field < 0) {
             const char *meant = dn_suggest(name, field_names, field_aliases);
             if (meant)
                 snprintf(why, why_size, "unknown field '%.64s' (did you mean '%s'?)", name, meant);
@@ -96,14 +103,14 @@ static const char *read_fields(lua_State *L, int fields, char *why, size_t why_s
             lua_pop(L, 2);
             return why;
         }
-        if (!ok) {
+        if (!field_checks[field](L, -1)) {
             snprintf(why, why_size, "field '%s' has a wrong type or value (%s)", name,
                      luaL_typename(L, -1));
             lua_pop(L, 2);
             return why;
         }
         lua_pushvalue(L, -1);
-        lua_replace(L, slot);
+        lua_replace(L, SLOT_REFERRER + field);
         lua_pop(L, 1);
     }
     return NULL;
@@ -266,130 +273,164 @@ static int refuse_accept(lua_State *L, lclient *lc, dn_accept verdict)
     return 0;
 }
 
-int emit_running(lua_State *L, lclient *lc)
+/* One emit as it goes through its steps. A step answers 0 to go on, or the number of
+ * Lua results it pushed when it ends the emit (a refusal). */
+typedef struct emit_call {
+    lclient *lc;
+    size_t event_len;
+    int metadata_type;
+    const char *page; /* the metadata's url: the first page of a new session */
+    size_t page_len;
+    bool visitor_resolved; /* the storage ran: the client may have work to anchor */
+    char user_id[DN_ID_MAX + 1];
+    size_t user_id_len;
+    dn_session session;
+    const char *metadata_json;
+    size_t metadata_json_len;
+} emit_call;
+
+static int check_arguments(lua_State *L, emit_call *call)
 {
     lua_settop(L, 4);
     lua_settop(L, SLOT_LAST); /* the field slots start as nil */
     luaL_checkstack(L, 16, "dukanext: emit");
-
-    size_t event_len = 0;
-    if (lua_type(L, 2) != LUA_TSTRING || (lua_tolstring(L, 2, &event_len), event_len == 0))
+    if (lua_type(L, 2) != LUA_TSTRING ||
+        (lua_tolstring(L, 2, &call->event_len), call->event_len == 0))
         return refuse(L, "INVALID_EVENT", "event must be a non-empty string");
-    int metadata_type = lua_type(L, 3);
-    if (metadata_type != LUA_TNIL && metadata_type != LUA_TTABLE)
+    call->metadata_type = lua_type(L, 3);
+    if (call->metadata_type != LUA_TNIL && call->metadata_type != LUA_TTABLE)
         return refuse(L, "INVALID_METADATA", "metadata must be a table, not a %s",
                       luaL_typename(L, 3));
-    if (metadata_type == LUA_TTABLE && !is_object_like(L, 3))
+    if (call->metadata_type == LUA_TTABLE && !is_object_like(L, 3))
         return refuse(L, "INVALID_METADATA",
                       "metadata must be a table with string keys, not a list");
     char why[160];
     const char *bad_field = read_fields(L, 4, why, sizeof why);
     if (bad_field) return refuse(L, "INVALID_FIELD", "%s", bad_field);
 
-    dn_accept verdict = dn_client_can_accept(lc->core);
-    if (verdict == DN_ACCEPTED && event_len > lc->core->config.max_body)
+    dn_accept verdict = dn_client_can_accept(call->lc->core);
+    if (verdict == DN_ACCEPTED && call->event_len > call->lc->core->config.max_body)
         verdict = DN_REFUSED_TOO_LARGE;
-    if (verdict != DN_ACCEPTED) return refuse_accept(L, lc, verdict);
+    return verdict == DN_ACCEPTED ? 0 : refuse_accept(L, call->lc, verdict);
+}
 
+/* The visitor's user id and session, read and written through the storage. */
+static int resolve_visitor(lua_State *L, emit_call *call)
+{
     /* The first page of a session is the url of its first event. */
-    const char *page = NULL;
-    size_t page_len = 0;
-    if (metadata_type == LUA_TTABLE) {
+    if (call->metadata_type == LUA_TTABLE) {
         lua_pushliteral(L, "url");
         lua_rawget(L, 3); /* raw, like lua-cjson: metatables of metadata never run */
-        if (lua_type(L, -1) == LUA_TSTRING) page = lua_tolstring(L, -1, &page_len);
+        if (lua_type(L, -1) == LUA_TSTRING) call->page = lua_tolstring(L, -1, &call->page_len);
     } else {
         lua_pushnil(L);
     }
-
+    lclient *lc = call->lc;
     storage_ref storage =
         open_storage(L, lua_isnil(L, SLOT_STORAGE) ? push_storage(L, 1, 0) : SLOT_STORAGE);
-    char user_id[DN_ID_MAX + 1];
-    size_t user_id_len;
-    dn_session session = {0};
-    bool ids_ok = resolve_user_id(L, lc, 1, &storage, user_id, &user_id_len) &&
-                  resolve_session(L, lc, 1, &storage, page, page_len, &session);
-    if (!ids_ok) {
-        dn_session_clear(&session);
-        anchor_if_busy(L, lc, 1);
+    call->visitor_resolved = true;
+    if (!resolve_user_id(L, lc, 1, &storage, call->user_id, &call->user_id_len) ||
+        !resolve_session(L, lc, 1, &storage, call->page, call->page_len, &call->session))
         return refuse(L, "RANDOM_ERROR", "the system gave no randomness for an id");
-    }
-
     /* Storage callbacks may have closed the client or filled its queue. */
-    verdict = dn_client_can_accept(lc->core);
-    if (verdict != DN_ACCEPTED) {
-        dn_session_clear(&session);
-        anchor_if_busy(L, lc, 1);
-        return refuse_accept(L, lc, verdict);
-    }
+    dn_accept verdict = dn_client_can_accept(lc->core);
+    return verdict == DN_ACCEPTED ? 0 : refuse_accept(L, lc, verdict);
+}
 
-    /* The metadata first: encoding it may run Lua (a finalizer, a debug hook) that
-     * emits too, so the shared body buffer is filled only after, with no Lua between
-     * filling it and handing it to the queue. */
-    const char *metadata_json = "{}";
-    size_t metadata_json_len = 2;
-    if (metadata_type == LUA_TTABLE) {
-        lua_pushvalue(L, lua_upvalueindex(UV_ENCODE));
-        lua_pushvalue(L, 3);
-        if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
-            dn_session_clear(&session);
-            anchor_if_busy(L, lc, 1);
-            char path[160] = "metadata";
-            const char *problem = NULL;
-            if (find_unencodable(L, 3, 1, path, strlen(path), sizeof path, &problem))
-                return refuse(L, "INVALID_METADATA", "%s: %s", path, problem);
-            return refuse(L, "INVALID_METADATA", "%s", error_text(L, -1));
-        }
-        metadata_json = lua_tolstring(L, -1, &metadata_json_len);
+/* The metadata first: encoding it may run Lua (a finalizer, a debug hook) that emits
+ * too, so the shared body buffer is filled only after, with no Lua between filling
+ * it and handing it to the queue. */
+static int encode_metadata(lua_State *L, emit_call *call)
+{
+    call->metadata_json = "{}";
+    call->metadata_json_len = 2;
+    if (call->metadata_type != LUA_TTABLE) return 0;
+    lua_pushvalue(L, lua_upvalueindex(UV_ENCODE));
+    lua_pushvalue(L, 3);
+    if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
+        char path[160] = "metadata";
+        const char *problem = NULL;
+        if (find_unencodable(L, 3, 1, path, strlen(path), sizeof path, &problem))
+            return refuse(L, "INVALID_METADATA", "%s: %s", path, problem);
+        return refuse(L, "INVALID_METADATA", "%s", error_text(L, -1));
     }
+    call->metadata_json = lua_tolstring(L, -1, &call->metadata_json_len);
+    return 0;
+}
 
-    dn_body_fields fields = {
-        .user_id = {user_id, user_id_len},
-        .session_id = {session.id, session.id_len},
-        .event = {lua_tostring(L, 2), event_len},
-        .metadata_json = metadata_json,
-        .metadata_json_len = metadata_json_len,
+/* The body's fields: the ids just resolved, and each field the caller gave or else
+ * what the client and the session know. */
+static void fill_fields(lua_State *L, const emit_call *call, dn_body_fields *fields)
+{
+    *fields = (dn_body_fields){
+        .user_id = {call->user_id, call->user_id_len},
+        .session_id = {call->session.id, call->session.id_len},
+        .event = {lua_tostring(L, 2), call->event_len},
+        .metadata_json = call->metadata_json,
+        .metadata_json_len = call->metadata_json_len,
     };
     /* A first page too long to remember is still this event's start page. */
-    if (!slot_text(L, SLOT_START_PAGE, &fields.session_start_page)) {
-        bool remembered = session.start_page != NULL;
-        fields.session_start_page.data = remembered ? session.start_page : page;
-        fields.session_start_page.len = remembered ? session.start_page_len : page_len;
+    if (!slot_text(L, SLOT_START_PAGE, &fields->session_start_page)) {
+        bool remembered = call->session.start_page != NULL;
+        fields->session_start_page.data = remembered ? call->session.start_page : call->page;
+        fields->session_start_page.len = remembered ? call->session.start_page_len : call->page_len;
     }
-    slot_text(L, SLOT_REFERRER, &fields.referrer_url);
-    const char *customers_id = lc->customers_id;
-    if (!slot_text(L, SLOT_CUSTOMERS_ID, &fields.customers_id)) {
-        fields.customers_id.data = customers_id;
-        fields.customers_id.len = customers_id ? strlen(customers_id) : 0;
+    slot_text(L, SLOT_REFERRER, &fields->referrer_url);
+    const char *customers_id = call->lc->customers_id;
+    if (!slot_text(L, SLOT_CUSTOMERS_ID, &fields->customers_id)) {
+        fields->customers_id.data = customers_id;
+        fields->customers_id.len = customers_id ? strlen(customers_id) : 0;
     }
     if (!lua_isnil(L, SLOT_HAS_ACCOUNT))
-        fields.has_customer_account = lua_toboolean(L, SLOT_HAS_ACCOUNT);
+        fields->has_customer_account = lua_toboolean(L, SLOT_HAS_ACCOUNT);
     else if (!lua_isnil(L, SLOT_CUSTOMERS_ID))
-        fields.has_customer_account = lua_type(L, SLOT_CUSTOMERS_ID) == LUA_TSTRING;
+        fields->has_customer_account = lua_type(L, SLOT_CUSTOMERS_ID) == LUA_TSTRING;
     else
-        fields.has_customer_account = customers_id != NULL;
+        fields->has_customer_account = customers_id != NULL;
+}
 
+static int encode_body(lua_State *L, emit_call *call)
+{
+    dn_body_fields fields;
+    fill_fields(L, call, &fields);
     hub_box *hb = upvalue_hub(L);
     dn_body_write(&hb->body, &fields);
-    dn_session_clear(&session);
-    if (hb->body.failed) {
-        anchor_if_busy(L, lc, 1);
-        return refuse(L, "OUT_OF_MEMORY", "no memory to build the event");
-    }
+    if (hb->body.failed) return refuse(L, "OUT_OF_MEMORY", "no memory to build the event");
+    return 0;
+}
 
+/* Hands the body in the hub's buffer to the core client, with the visitor's headers. */
+static int accept_event(lua_State *L, emit_call *call)
+{
     size_t ua_len = 0, ip_len = 0;
     const char *ua =
         lua_isnil(L, SLOT_USER_AGENT) ? NULL : lua_tolstring(L, SLOT_USER_AGENT, &ua_len);
     const char *ip =
         lua_isnil(L, SLOT_CLIENT_IP) ? NULL : lua_tolstring(L, SLOT_CLIENT_IP, &ip_len);
-    verdict = dn_client_accept(lc->core, hb->body.data, hb->body.len, ua, ua_len, ip, ip_len);
+    hub_box *hb = upvalue_hub(L);
+    dn_accept verdict =
+        dn_client_accept(call->lc->core, hb->body.data, hb->body.len, ua, ua_len, ip, ip_len);
     /* One huge event must not keep its buffer for the life of the state. */
     if (hb->body.cap > BODY_BUFFER_KEEP) {
         dn_buf_free(&hb->body);
         dn_buf_init(&hb->body);
     }
-    anchor_if_busy(L, lc, 1);
-    if (verdict != DN_ACCEPTED) return refuse_accept(L, lc, verdict);
+    if (verdict != DN_ACCEPTED) return refuse_accept(L, call->lc, verdict);
     lua_pushboolean(L, 1);
     return 1;
+}
+
+int emit_running(lua_State *L, lclient *lc)
+{
+    emit_call call = {.lc = lc};
+    int results = check_arguments(L, &call);
+    if (!results) results = resolve_visitor(L, &call);
+    if (!results) results = encode_metadata(L, &call);
+    if (!results) results = encode_body(L, &call);
+    if (!results) results = accept_event(L, &call);
+    dn_session_clear(&call.session);
+    /* Once the storage ran, whatever the outcome: its callbacks may have given the
+     * client work, and an accepted event is work. */
+    if (call.visitor_resolved) anchor_if_busy(L, lc, 1);
+    return results;
 }
