@@ -328,6 +328,23 @@ void dn_hub_release(dn_hub *hub)
     free(hub);
 }
 
+bool dn_hub_take_idle_change(dn_hub *hub)
+{
+    bool changed = hub->idle_clients;
+    hub->idle_clients = false;
+    return changed;
+}
+
+void dn_client_set_host(dn_client *c, void *host)
+{
+    c->host = host;
+}
+
+void dn_client_want_reports(dn_client *c, bool wanted)
+{
+    c->wants_reports = wanted;
+}
+
 void dn_hub_mark_forks_before_pumping(dn_hub *hub)
 {
     hub->forks_before_pumping = dn_fork_generation() + 1;

@@ -91,6 +91,9 @@ int dn_hub_idle_ms(dn_hub *hub, int64_t now_ms, int limit_ms);
 int dn_hub_next_pump_ms(dn_hub *hub, int64_t now_ms, int limit_ms);
 void dn_hub_wait(dn_hub *hub, int timeout_ms);
 dn_report *dn_hub_take_report(dn_hub *hub);
+/* Whether a client may have become idle since the last call: answers true once per
+ * such change, for the host to release what it holds for idle clients. */
+bool dn_hub_take_idle_change(dn_hub *hub);
 /* Makes sure the hub does not carry a parent process's transfers. */
 void dn_hub_check_fork(dn_hub *hub);
 /* Marks this process as one that forks before it pumps: nothing it accepted would
@@ -100,6 +103,10 @@ void dn_hub_mark_forks_before_pumping(dn_hub *hub);
 
 /* Takes ownership of config (also on failure). */
 dn_client *dn_client_new(dn_hub *hub, dn_config *config);
+/* The host's data for this client (handed back in reports and the hub's client list). */
+void dn_client_set_host(dn_client *client, void *host);
+/* Whether failures become reports for on_error (else they are only counted). */
+void dn_client_want_reports(dn_client *client, bool wanted);
 void dn_client_free(dn_client *client);
 
 typedef enum dn_accept {

@@ -150,8 +150,7 @@ static void release_anchor(lua_State *L, lclient *lc)
 
 static void release_idle_anchors(lua_State *L, dn_hub *hub)
 {
-    if (!hub->idle_clients) return;
-    hub->idle_clients = false;
+    if (!dn_hub_take_idle_change(hub)) return;
     /* luaL_unref never allocates, so no finalizer can unlink a client mid-walk. */
     for (dn_client *c = hub->clients; c; c = c->next)
         if (!dn_client_busy(c)) release_anchor(L, c->host);
@@ -248,7 +247,7 @@ static void push_new_client(lua_State *L, hub_box *hb, int opts)
         luaL_error(L, "dukanext: out of memory");
         return;
     }
-    lc->core->host = lc;
+    dn_client_set_host(lc->core, lc);
     lc->anchor_ref = LUA_NOREF;
     box->lc = lc;
     lc->box = box;
@@ -261,7 +260,7 @@ static void push_new_client(lua_State *L, hub_box *hb, int opts)
     }
     set_client_value(L, self, CLIENT_VALUE_STORAGE);
     lua_pushvalue(L, option_slot(options, "on_error"));
-    lc->core->wants_reports = !lua_isnil(L, -1);
+    dn_client_want_reports(lc->core, !lua_isnil(L, -1));
     set_client_value(L, self, CLIENT_VALUE_ON_ERROR);
     /* Events replayed from a spool are work: the client must outlive its last reference. */
     anchor_if_busy(L, lc, self);
@@ -274,7 +273,7 @@ static void release_callbacks(lua_State *L, lclient *lc, int self)
 {
     lua_pushnil(L);
     set_client_value(L, self, CLIENT_VALUE_ON_ERROR);
-    lc->core->wants_reports = false;
+    dn_client_want_reports(lc->core, false);
 }
 
 /* ---- client methods ---- */
