@@ -1,7 +1,8 @@
 /* A client's settings: their fields and defaults, and the checks of the values a user
  * gives (header names and values, a visitor's user agent and client ip), which hold
- * whatever language the values come from; the endpoint's rules are url.c's. The binding turns Lua
- * values into these; each check answers, the binding words the error. */
+ * whatever language the values come from; the endpoint's rules are url.c's. The
+ * binding turns Lua values into these; each check answers, the binding words the
+ * error. */
 #ifndef DN_CONFIG_H
 #define DN_CONFIG_H
 
