@@ -69,9 +69,21 @@ static inline hub_box *upvalue_hub(lua_State *L)
 
 /* What getmetatable answers for our objects: their metatables (and __gc) stay ours. */
 void lock_metatable(lua_State *L, const char *name);
-void push_client_value(lua_State *L, int self, int which);
+static inline void push_client_value(lua_State *L, int self, int which)
+{
+    dn_lua_getuservalue(L, self);
+    lua_rawgeti(L, -1, which);
+    lua_remove(L, -2);
+}
+
 /* Pops the value on top into the client's slot `which`. */
-void set_client_value(lua_State *L, int self, int which);
+static inline void set_client_value(lua_State *L, int self, int which)
+{
+    dn_lua_getuservalue(L, self);
+    lua_insert(L, -2);
+    lua_rawseti(L, -2, which);
+    lua_pop(L, 1);
+}
 const char *error_text(lua_State *L, int idx);
 /* Answers nil, "CODE: reason": how runtime problems are returned. */
 int refuse(lua_State *L, const char *code, const char *fmt, ...);
@@ -105,6 +117,12 @@ int push_storage(lua_State *L, int self, int arg);
 void push_memory_storage(lua_State *L);
 int module_memory_storage(lua_State *L);
 int file_store_gc(lua_State *L);
+/* Emit's visitor: the user id and the session of client 1 through the storage at
+ * storage_index (0: the client's own). page: the first page for a new session (may
+ * be NULL). False when no id could be made. */
+bool resolve_visitor_ids(lua_State *L, lclient *lc, int storage_index, const char *page,
+                         size_t page_len, char user_id[DN_ID_MAX + 1], size_t *user_id_len,
+                         dn_session *session);
 int module_file_storage(lua_State *L);
 
 /* ---- the options (binding_options.c) ---- */

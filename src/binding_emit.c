@@ -277,6 +277,7 @@ static int refuse_accept(lua_State *L, lclient *lc, dn_accept verdict)
  * Lua results it pushed when it ends the emit (a refusal). */
 typedef struct emit_call {
     lclient *lc;
+    hub_box *hb;
     size_t event_len;
     int metadata_type;
     const char *page; /* the metadata's url: the first page of a new session */
@@ -326,11 +327,9 @@ static int resolve_visitor(lua_State *L, emit_call *call)
         lua_pushnil(L);
     }
     lclient *lc = call->lc;
-    storage_ref storage =
-        open_storage(L, lua_isnil(L, SLOT_STORAGE) ? push_storage(L, 1, 0) : SLOT_STORAGE);
     call->visitor_resolved = true;
-    if (!resolve_user_id(L, lc, 1, &storage, call->user_id, &call->user_id_len) ||
-        !resolve_session(L, lc, 1, &storage, call->page, call->page_len, &call->session))
+    if (!resolve_visitor_ids(L, lc, lua_isnil(L, SLOT_STORAGE) ? 0 : SLOT_STORAGE, call->page,
+                             call->page_len, call->user_id, &call->user_id_len, &call->session))
         return refuse(L, "RANDOM_ERROR", "the system gave no randomness for an id");
     /* Storage callbacks may have closed the client or filled its queue. */
     dn_accept verdict = dn_client_can_accept(lc->core);
@@ -393,7 +392,7 @@ static int encode_body(lua_State *L, emit_call *call)
 {
     dn_body_fields fields;
     fill_fields(L, call, &fields);
-    hub_box *hb = upvalue_hub(L);
+    hub_box *hb = call->hb;
     dn_body_write(&hb->body, &fields);
     if (hb->body.failed) return refuse(L, "OUT_OF_MEMORY", "no memory to build the event");
     return 0;
@@ -407,7 +406,7 @@ static int accept_event(lua_State *L, emit_call *call)
         lua_isnil(L, SLOT_USER_AGENT) ? NULL : lua_tolstring(L, SLOT_USER_AGENT, &ua_len);
     const char *ip =
         lua_isnil(L, SLOT_CLIENT_IP) ? NULL : lua_tolstring(L, SLOT_CLIENT_IP, &ip_len);
-    hub_box *hb = upvalue_hub(L);
+    hub_box *hb = call->hb;
     dn_accept verdict =
         dn_client_accept(call->lc->core, hb->body.data, hb->body.len, ua, ua_len, ip, ip_len);
     /* One huge event must not keep its buffer for the life of the state. */
@@ -422,7 +421,7 @@ static int accept_event(lua_State *L, emit_call *call)
 
 int emit_running(lua_State *L, lclient *lc)
 {
-    emit_call call = {.lc = lc};
+    emit_call call = {.lc = lc, .hb = upvalue_hub(L)};
     int results = check_arguments(L, &call);
     if (!results) results = resolve_visitor(L, &call);
     if (!results) results = encode_metadata(L, &call);

@@ -439,3 +439,12 @@ int module_file_storage(lua_State *L)
     lua_setfield(L, -2, "set");
     return 1;
 }
+
+bool resolve_visitor_ids(lua_State *L, lclient *lc, int storage_index, const char *page,
+                         size_t page_len, char user_id[DN_ID_MAX + 1], size_t *user_id_len,
+                         dn_session *session)
+{
+    storage_ref storage = open_storage(L, storage_index ? storage_index : push_storage(L, 1, 0));
+    return resolve_user_id(L, lc, 1, &storage, user_id, user_id_len) &&
+           resolve_session(L, lc, 1, &storage, page, page_len, session);
+}

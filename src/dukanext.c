@@ -36,21 +36,6 @@ typedef struct client_box {
     lclient *lc; /* NULL until fully built and after collection */
 } client_box;
 
-void push_client_value(lua_State *L, int self, int which)
-{
-    dn_lua_getuservalue(L, self);
-    lua_rawgeti(L, -1, which);
-    lua_remove(L, -2);
-}
-
-void set_client_value(lua_State *L, int self, int which)
-{
-    dn_lua_getuservalue(L, self);
-    lua_insert(L, -2);
-    lua_rawseti(L, -2, which);
-    lua_pop(L, 1);
-}
-
 int refuse(lua_State *L, const char *code, const char *fmt, ...)
 {
     char reason[256];
