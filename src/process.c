@@ -43,6 +43,13 @@ int64_t dn_mono_ms(void)
     return clock_ms(CLOCK_MONOTONIC);
 }
 
+int64_t dn_mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
 void dn_pin_module(void *symbol)
 {
     Dl_info info;

@@ -8,6 +8,8 @@
 int64_t dn_wall_ms(void);
 /* Monotonic milliseconds: retry schedules and deadlines, immune to clock steps. */
 int64_t dn_mono_ms(void);
+/* Monotonic microseconds: latencies of attempts. */
+int64_t dn_mono_us(void);
 
 /* Counts the forks this process descends from (0 in the original process). Anything
  * that must not be shared with a parent (random pools, curl connections) remembers the

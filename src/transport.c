@@ -2,6 +2,7 @@
 #include "ids.h"
 #include "process.h"
 
+#include <dlfcn.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -210,16 +211,33 @@ bool dn_transport_init(dn_transport *t)
     curl_multi_setopt(t->multi, CURLMOPT_SOCKETDATA, t);
     curl_multi_setopt(t->multi, CURLMOPT_TIMERFUNCTION, on_timer);
     curl_multi_setopt(t->multi, CURLMOPT_TIMERDATA, t);
+    curl_multi_setopt(t->multi, CURLMOPT_MAX_CONCURRENT_STREAMS, (long)DN_STREAMS_PER_CONNECTION);
+    /* Without a share handle each easy handle keeps its own TLS session cache, and
+     * every new connection costs a full handshake: worse, not broken. */
+    t->share = curl_share_init();
+    if (t->share) {
+        curl_share_setopt(t->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
+        curl_share_setopt(t->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
+    }
     return true;
+}
+
+void dn_transport_limit_host_connections(dn_transport *t, long max_connections)
+{
+    if (max_connections == t->max_host_connections) return;
+    t->max_host_connections = max_connections;
+    curl_multi_setopt(t->multi, CURLMOPT_MAX_HOST_CONNECTIONS, max_connections);
 }
 
 void dn_transport_cleanup(dn_transport *t)
 {
     if (t->multi) curl_multi_cleanup(t->multi);
+    if (t->share) curl_share_cleanup(t->share);
     if (t->epoll_fd >= 0) close(t->epoll_fd);
     free(t->sockets);
     free(t->socket_states);
     t->multi = NULL;
+    t->share = NULL;
     t->epoll_fd = -1;
     t->sockets = NULL;
     t->socket_states = NULL;
@@ -256,8 +274,10 @@ bool dn_transport_renew(dn_transport *t)
 {
     if (t->keep_inherited) {
         keep_inherited(t->multi);
+        if (t->share) keep_inherited(t->share);
     } else {
         curl_multi_cleanup(t->multi);
+        if (t->share) curl_share_cleanup(t->share);
     }
     /* What is left are copies curl did not close: ours to close, the parent's
      * connections are unaffected. */
@@ -330,6 +350,7 @@ bool dn_slot_open(dn_slot *slot, dn_transport *t, void *owner, const dn_transpor
     SET(CURLOPT_OPENSOCKETDATA, t);
     SET(CURLOPT_CLOSESOCKETFUNCTION, close_socket);
     SET(CURLOPT_CLOSESOCKETDATA, t);
+    if (t->share) SET(CURLOPT_SHARE, t->share);
 #if LIBCURL_VERSION_NUM >= 0x075700
     /* Lets close() leave a name lookup that hangs instead of joining its thread: the
      * flush and close deadlines would otherwise depend on the resolver. */
@@ -351,9 +372,11 @@ bool dn_slot_open(dn_slot *slot, dn_transport *t, void *owner, const dn_transpor
             SET(CURLOPT_FORBID_REUSE, 1L);
         }
     }
-    /* With HTTP/2 a new attempt waits for the connection being set up and multiplexes
-     * over it, instead of opening one connection per attempt. */
-    if (o->http_version == DN_HTTP_2) SET(CURLOPT_PIPEWAIT, 1L);
+    /* Where HTTP/2 may be spoken, a new attempt waits for the connection being set up
+     * to say (ALPN) whether it multiplexes, and then goes over it, instead of opening
+     * one connection per attempt; curl opens another only when that one is full. */
+    if (o->http_version == DN_HTTP_2 || o->http_version == DN_HTTP_DEFAULT)
+        SET(CURLOPT_PIPEWAIT, 1L);
     if (o->insecure) {
         SET(CURLOPT_SSL_VERIFYPEER, 0L);
         SET(CURLOPT_SSL_VERIFYHOST, 0L);
@@ -518,6 +541,46 @@ static void drive(dn_transport *t)
     }
 }
 
+/* OpenSSL's SSL_session_reused, found in the process (libcurl loaded OpenSSL) rather
+ * than linked: a libcurl built on another TLS library leaves it NULL, and resumptions
+ * are then not counted. */
+typedef int (*session_reused_fn)(const void *ssl);
+static session_reused_fn session_reused;
+static pthread_once_t session_reused_once = PTHREAD_ONCE_INIT;
+
+static void find_session_reused(void)
+{
+    void *symbol = dlsym(RTLD_DEFAULT, "SSL_session_reused");
+    memcpy(&session_reused, &symbol, sizeof symbol);
+}
+
+static bool tls_session_resumed(CURL *easy)
+{
+    struct curl_tlssessioninfo *tls = NULL;
+    if (curl_easy_getinfo(easy, CURLINFO_TLS_SSL_PTR, &tls) != CURLE_OK || !tls ||
+        tls->backend != CURLSSLBACKEND_OPENSSL || !tls->internals)
+        return false;
+    pthread_once(&session_reused_once, find_session_reused);
+    return session_reused && session_reused(tls->internals) == 1;
+}
+
+/* What the concurrency rule and the counters of connections read. */
+static void describe_connection(CURL *easy, dn_attempt_result *result)
+{
+    curl_off_t total = 0, pretransfer = 0;
+    result->latency_us = -1;
+    if (curl_easy_getinfo(easy, CURLINFO_TOTAL_TIME_T, &total) == CURLE_OK &&
+        curl_easy_getinfo(easy, CURLINFO_PRETRANSFER_TIME_T, &pretransfer) == CURLE_OK &&
+        result->status > 0 && total >= pretransfer)
+        result->latency_us = (int64_t)(total - pretransfer);
+    long connects = 0;
+    curl_easy_getinfo(easy, CURLINFO_NUM_CONNECTS, &connects);
+    result->new_connection = connects > 0;
+    result->tls_resumed = result->new_connection && tls_session_resumed(easy);
+    result->http_version = 0;
+    curl_easy_getinfo(easy, CURLINFO_HTTP_VERSION, &result->http_version);
+}
+
 void dn_transport_perform(dn_transport *t, dn_attempt_done_fn on_done, void *ud)
 {
     if (t->attached == 0) return;
@@ -542,6 +605,7 @@ void dn_transport_perform(dn_transport *t, dn_attempt_done_fn on_done, void *ud)
         result.error_text = slot->error_text;
         result.answer = slot->answer;
         result.answer_len = slot->answer_len;
+        describe_connection(easy, &result);
 
         /* msg points into curl's memory: read everything before removing the handle. */
         detach(t, slot);
@@ -569,4 +633,9 @@ long dn_transport_timeout_ms(const dn_transport *t, int64_t now_ms)
 int dn_transport_fd(const dn_transport *t)
 {
     return t->epoll_fd;
+}
+
+size_t dn_transport_connections(const dn_transport *t)
+{
+    return t->socket_count;
 }

@@ -227,7 +227,9 @@ function Collector:_write_conf()
     listen = table.concat(listen, "\n"),
     ssl = ssl,
     generation = self.generation,
-    analytics_handler = self.bench and "analytics_bench" or "analytics",
+    analytics_handler = self.bench and (self.delay and "analytics_wan" or "analytics_bench")
+      or "analytics",
+    bench_delay = self.delay or 0,
     -- nginx closes a kept-alive connection after 1000 requests by default; a
     -- benchmark would then measure reconnects as much as requests.
     bench_http = self.bench and "  keepalive_requests 100000000;" or "",
@@ -319,6 +321,9 @@ function M.start(opts)
     -- bench/: the analytics location validates and accepts, and logs the event, but
     -- keeps no request log, plan or dedupe (requests() stays empty).
     bench = opts.bench and true or false,
+    -- bench/ with a round trip: each answer waits this many seconds, and the
+    -- collector counts the connections and TLS resumptions it sees (connections()).
+    delay = opts.bench and opts.delay or nil,
     -- How long nginx keeps an idle connection open: "30s", or "200ms" for a spec that
     -- needs the server to close connections sitting in the client's pool.
     keepalive_timeout = opts.keepalive_timeout or "30s",
@@ -390,6 +395,12 @@ function Collector:plan(actions, default)
   end
   payload.default = default
   self:_control("PUT", "/_collector/plan", cjson.encode(payload))
+end
+
+-- What a collector started with bench = true and a delay saw: {connections = n,
+-- tls = n, tls_resumed = n}, counted over every worker since the last reset.
+function Collector:connections()
+  return cjson.decode(self:_control("GET", "/_collector/connections"))
 end
 
 function Collector:reset()

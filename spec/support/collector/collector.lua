@@ -268,6 +268,23 @@ function M.analytics_bench()
   return ngx.exit(ngx.HTTP_OK)
 end
 
+-- The analytics location of a bench collector with a round trip: each answer waits
+-- $bench_delay seconds (ngx.sleep, so thousands wait at once), and each connection is
+-- counted once, on its first request, with whether its TLS session was resumed.
+function M.analytics_wan()
+  local key = "conn_" .. ngx.worker.pid() .. "_" .. ngx.var.connection
+  if dict:add(key, true, 600) then
+    dict:incr("connections", 1, 0)
+    local reused = ngx.var.ssl_session_reused
+    if reused then
+      dict:incr("tls", 1, 0)
+      if reused == "r" then dict:incr("tls_resumed", 1, 0) end
+    end
+  end
+  ngx.sleep(tonumber(ngx.var.bench_delay))
+  return M.analytics_bench()
+end
+
 function M.too_large()
   local rec = request_record("")
   rec.action, rec.code = "invalid", "BODY_TOO_LARGE"
@@ -325,6 +342,14 @@ function M.reset()
   truncate("events.jsonl")
   truncate("requests.jsonl")
   return control_answer(200, '{"status":"ok"}')
+end
+
+function M.connections()
+  return control_answer(200, cjson.encode({
+    connections = dict:get("connections") or 0,
+    tls = dict:get("tls") or 0,
+    tls_resumed = dict:get("tls_resumed") or 0,
+  }))
 end
 
 function M.health()
