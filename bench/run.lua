@@ -50,7 +50,12 @@ local COUNT = {
   pump = pick(1000000, 100000),
   memory = pick(200000, 20000),
   h2 = pick(50000, 2000),
+  wan_seconds = pick(10, 2),
 }
+-- The WAN rows: round trips (seconds the collector waits before each answer), and
+-- the rate emit is offered at, above the 3 000 events/s target.
+local WAN_DELAYS = short and { 0.05 } or { 0.05, 0.15 }
+local WAN_RATE = 4000
 
 local cjson = require("cjson")
 local collector_lib = require("spec.support.collector")
@@ -222,7 +227,7 @@ local function wrk_round()
   }
 end
 
-local tp, wrk, multi = {}, {}, {}
+local tp, wrk, multi, tp_auto = {}, {}, {}, {}
 for round = 1, rounds do
   progress("throughput round %d of %d", round, rounds)
   wrk[#wrk + 1] = wrk_round()
@@ -231,6 +236,9 @@ for round = 1, rounds do
     .. seq_for(COUNT.throughput)))
   multi[#multi + 1] = measure("C multi loop", quote(MULTI_LOOP) .. " " .. quote(URL) .. " "
     .. quote(TEMPLATE) .. " " .. COUNT.throughput .. " " .. seq_for(COUNT.throughput) .. " 16")
+  tp_auto[#tp_auto + 1] = measure("dukanext throughput, max_in_flight=auto", lua54("throughput.lua",
+    "--url " .. quote(URL) .. " --max-in-flight auto --body-template " .. quote(TEMPLATE) .. " --n "
+    .. COUNT.throughput .. " --seq " .. seq_for(COUNT.throughput)))
 end
 
 -- 4. The alternatives.
@@ -284,6 +292,51 @@ do
 end
 
 local collector_errors = collector:error_log_text():match("%[error%][^\n]*")
+
+-- 8. WAN: each answer a round trip late, TLS with HTTP/2 offered (ALPN), TLS with
+-- HTTP/1.1 only (the client offers only http/1.1), and in the clear; defaults against
+-- today's fixed max_in_flight = 16. The collector counts connections and resumptions.
+R.wan = {}
+local WAN_KINDS = {
+  { key = "h2", name = "TLS, HTTP/2 offered" },
+  { key = "h1", name = "TLS, HTTP/1.1 only", args = " --http-version 1.1" },
+  { key = "plain", name = "cleartext HTTP/1.1" },
+}
+for _, delay in ipairs(WAN_DELAYS) do
+  local started, wan = pcall(collector_lib.start, { bench = true, tls = true, http2 = "tls", delay = delay })
+  if not started then
+    broke("WAN collector", tostring(wan))
+  else
+    for _, kind in ipairs(WAN_KINDS) do
+      local url = kind.key == "plain" and wan.url or wan.tls_url
+      for _, config in ipairs({ "auto", "16" }) do
+        local series = (kind.key == "h2" and config == "auto") and TMP .. "/series_" .. delay or nil
+        wan:reset()
+        local r = measure(string.format("WAN %d ms, %s, max_in_flight=%s", delay * 1000, kind.name,
+          config), lua54("wan.lua", "--url " .. quote(url) .. " --ca-file " .. quote(wan.ca_file)
+          .. (kind.args or "") .. (config == "16" and " --max-in-flight 16" or "") .. " --rate "
+          .. WAN_RATE .. " --seconds " .. COUNT.wan_seconds .. " --body-template " .. quote(TEMPLATE)
+          .. " --seq " .. seq_for(WAN_RATE * COUNT.wan_seconds)
+          .. (series and " --series " .. quote(series) or "")))
+        if r then
+          local seen = wan:connections()
+          r.connections, r.tls, r.tls_resumed_seen = seen.connections, seen.tls, seen.tls_resumed
+          if series and not short then
+            local ok, out = sh("lua5.4 " .. quote(BENCH .. "/svg.lua") .. " " .. quote(series) .. " "
+              .. quote(BENCH .. "/auto-limit.svg") .. " "
+              .. quote(string.format("max_in_flight = \"auto\", TLS + HTTP/2, %d ms round trip, %d events/s offered",
+                delay * 1000, WAN_RATE)))
+            if not ok then broke("svg", out) end
+          end
+        end
+        R.wan[delay .. kind.key .. config] = r
+      end
+    end
+    local wan_errors = wan:error_log_text():match("%[error%][^\n]*")
+    wan:stop()
+    if wan_errors then broke("WAN collector", wan_errors) end
+  end
+end
 cleanup()
 if collector_errors then broke("collector", collector_errors) end
 
@@ -365,6 +418,43 @@ row("h2c (HTTP/2, prior knowledge)", pc.events_per_s, "ev/s", "HTTP/1.1, no TLS"
   ratio(pc.events_per_s, p1.events_per_s))
 row("", pc.cpu_us_per_event, "us", "CPU/event, HTTP/1.1", p1.cpu_us_per_event, "us",
   ratio(pc.cpu_us_per_event, p1.cpu_us_per_event))
+
+local auto_eps = medians(tp_auto, "events_per_s")
+local r_auto = ratio(auto_eps, tp_eps)
+row("loopback, defaults (auto)", auto_eps, "ev/s", "fixed max_in_flight=16", tp_eps, "ev/s", r_auto,
+  ">= 0.95x", r_auto and r_auto >= 0.95)
+row("", medians(tp_auto, "cpu_us_per_event"), "us", "CPU/event, fixed 16", tp_cpu, "us",
+  ratio(medians(tp_auto, "cpu_us_per_event"), tp_cpu))
+
+-- WAN rows: delivered events/s against the fixed 16 of the same round trip and
+-- protocol, then what the collector saw: connections (TLS ones resumed), refusals,
+-- CPU per delivered event.
+local WAN_TARGETS = {
+  ["0.05h2"] = { 3000, 4 }, ["0.15h2"] = { 1000, 4 }, ["0.05h1"] = { 1000, 32 },
+}
+for _, delay in ipairs(WAN_DELAYS) do
+  for _, kind in ipairs(WAN_KINDS) do
+    local a, f = R.wan[delay .. kind.key .. "auto"] or {}, R.wan[delay .. kind.key .. "16"] or {}
+    local target = WAN_TARGETS[delay .. kind.key]
+    local holds
+    if target and a.events_per_s then
+      holds = a.events_per_s >= target[1] and a.connections <= target[2]
+    end
+    row(string.format("WAN %d ms, %s, defaults", delay * 1000, kind.name), a.events_per_s, "ev/s",
+      "fixed max_in_flight=16", f.events_per_s, "ev/s", ratio(a.events_per_s, f.events_per_s),
+      target and string.format(">= %d ev/s on <= %d conn.", target[1], target[2]), holds)
+    local function seen(r)
+      if not r.connections then return "-" end
+      local tls = r.tls > 0 and string.format(", TLS %d full + %d resumed", r.tls - r.tls_resumed_seen,
+        r.tls_resumed_seen) or ""
+      return string.format("%d conn.%s, %d refused, limit %s", r.connections, tls, r.refused,
+        tostring(r.in_flight_limit or "-"))
+    end
+    rows[#rows + 1] = { "", seen(a), "", seen(f), "", "", "" }
+    row("", a.cpu_us_per_event, "us", "CPU/event, fixed 16", f.cpu_us_per_event, "us",
+      ratio(a.cpu_us_per_event, f.cpu_us_per_event))
+  end
+end
 
 for _, mode in ipairs({ "always", "interval", "never" }) do
   local s = R.spool[mode] or {}

@@ -317,6 +317,52 @@ static size_t keep_answer(char *data, size_t size, size_t nmemb, void *userdata)
     return n; /* the rest is read and dropped, never an error */
 }
 
+/* OpenSSL's SSL_session_reused, found in the libssl libcurl already loaded rather than
+ * linked: a libcurl built on another TLS library leaves it NULL, and resumptions are
+ * then not counted. The module is loaded RTLD_LOCAL, so libssl is asked by name. */
+typedef int (*session_reused_fn)(const void *ssl);
+static session_reused_fn session_reused;
+static pthread_once_t session_reused_once = PTHREAD_ONCE_INIT;
+
+static void find_session_reused(void)
+{
+    static const char *const names[] = {"libssl.so.3", "libssl.so.1.1", "libssl.so", NULL};
+    for (size_t i = 0; names[i] && !session_reused; i++) {
+        void *lib = dlopen(names[i], RTLD_LAZY | RTLD_NOLOAD);
+        if (!lib) continue;
+        void *symbol = dlsym(lib, "SSL_session_reused");
+        memcpy(&session_reused, &symbol, sizeof symbol);
+        /* RTLD_NOLOAD took a reference: libcurl keeps the library loaded anyway. */
+        dlclose(lib);
+    }
+}
+
+static bool tls_session_resumed(CURL *easy)
+{
+    struct curl_tlssessioninfo *tls = NULL;
+    if (curl_easy_getinfo(easy, CURLINFO_TLS_SSL_PTR, &tls) != CURLE_OK || !tls ||
+        tls->backend != CURLSSLBACKEND_OPENSSL || !tls->internals)
+        return false;
+    pthread_once(&session_reused_once, find_session_reused);
+    return session_reused && session_reused(tls->internals) == 1;
+}
+
+/* curl lets the TLS object of a connection be read only while a transfer holds it:
+ * just before the request goes out, on a connection this attempt opened. */
+static int on_connection_ready(void *userdata, char *remote_ip, char *local_ip, int remote_port,
+                               int local_port)
+{
+    (void)remote_ip;
+    (void)local_ip;
+    (void)remote_port;
+    (void)local_port;
+    dn_slot *slot = userdata;
+    long connects = 0;
+    curl_easy_getinfo(slot->easy, CURLINFO_NUM_CONNECTS, &connects);
+    slot->tls_resumed = connects > 0 && tls_session_resumed(slot->easy);
+    return CURL_PREREQFUNC_OK;
+}
+
 bool dn_slot_open(dn_slot *slot, dn_transport *t, void *owner, const dn_transport_options *o)
 {
     memset(slot, 0, sizeof *slot);
@@ -350,6 +396,8 @@ bool dn_slot_open(dn_slot *slot, dn_transport *t, void *owner, const dn_transpor
     SET(CURLOPT_OPENSOCKETDATA, t);
     SET(CURLOPT_CLOSESOCKETFUNCTION, close_socket);
     SET(CURLOPT_CLOSESOCKETDATA, t);
+    SET(CURLOPT_PREREQFUNCTION, on_connection_ready);
+    SET(CURLOPT_PREREQDATA, slot);
     if (t->share) SET(CURLOPT_SHARE, t->share);
 #if LIBCURL_VERSION_NUM >= 0x075700
     /* Lets close() leave a name lookup that hangs instead of joining its thread: the
@@ -444,6 +492,7 @@ bool dn_slot_start(dn_transport *t, dn_slot *slot, dn_event *event)
         return false;
     }
     slot->answer_len = 0;
+    slot->tls_resumed = false;
     slot->answer[0] = '\0';
     slot->error_text[0] = '\0';
     curl_easy_setopt(slot->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)event->body_len);
@@ -541,29 +590,6 @@ static void drive(dn_transport *t)
     }
 }
 
-/* OpenSSL's SSL_session_reused, found in the process (libcurl loaded OpenSSL) rather
- * than linked: a libcurl built on another TLS library leaves it NULL, and resumptions
- * are then not counted. */
-typedef int (*session_reused_fn)(const void *ssl);
-static session_reused_fn session_reused;
-static pthread_once_t session_reused_once = PTHREAD_ONCE_INIT;
-
-static void find_session_reused(void)
-{
-    void *symbol = dlsym(RTLD_DEFAULT, "SSL_session_reused");
-    memcpy(&session_reused, &symbol, sizeof symbol);
-}
-
-static bool tls_session_resumed(CURL *easy)
-{
-    struct curl_tlssessioninfo *tls = NULL;
-    if (curl_easy_getinfo(easy, CURLINFO_TLS_SSL_PTR, &tls) != CURLE_OK || !tls ||
-        tls->backend != CURLSSLBACKEND_OPENSSL || !tls->internals)
-        return false;
-    pthread_once(&session_reused_once, find_session_reused);
-    return session_reused && session_reused(tls->internals) == 1;
-}
-
 /* What the concurrency rule and the counters of connections read. */
 static void describe_connection(CURL *easy, dn_attempt_result *result)
 {
@@ -576,7 +602,7 @@ static void describe_connection(CURL *easy, dn_attempt_result *result)
     long connects = 0;
     curl_easy_getinfo(easy, CURLINFO_NUM_CONNECTS, &connects);
     result->new_connection = connects > 0;
-    result->tls_resumed = result->new_connection && tls_session_resumed(easy);
+    result->tls_resumed = false;
     result->http_version = 0;
     curl_easy_getinfo(easy, CURLINFO_HTTP_VERSION, &result->http_version);
 }
@@ -606,6 +632,7 @@ void dn_transport_perform(dn_transport *t, dn_attempt_done_fn on_done, void *ud)
         result.answer = slot->answer;
         result.answer_len = slot->answer_len;
         describe_connection(easy, &result);
+        result.tls_resumed = slot->tls_resumed;
 
         /* msg points into curl's memory: read everything before removing the handle. */
         detach(t, slot);

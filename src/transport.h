@@ -54,6 +54,7 @@ typedef struct dn_slot {
     dn_event *event; /* the event in flight, NULL when the slot is idle */
     void *owner;
     int64_t started_us; /* when the attempt in flight started (the owner sets it) */
+    bool tls_resumed;   /* the attempt's new connection resumed a TLS session */
     /* Per-attempt headers, chained in front of the client's fixed list, so an attempt
      * allocates nothing once the slot has warmed up. */
     struct curl_slist attempt_headers[4];

@@ -213,8 +213,11 @@ function Collector:_write_conf()
   local ssl = ""
   if self.tls then
     listen[#listen + 1] = "    listen 127.0.0.1:" .. self.tls_port .. " ssl" .. h2 .. reuse .. ";"
+    -- A session cache, as deployed servers keep: libcurl resumes TLS 1.2 sessions by
+    -- id (it turns session tickets off), which nginx's default (none) never resumes.
     ssl = "    ssl_certificate " .. self.cert_file .. ";\n"
       .. "    ssl_certificate_key " .. self.key_file .. ";\n"
+      .. "    ssl_session_cache shared:collector_tls:1m;\n"
   end
   local template = assert(read_file(COLLECTOR_DIR .. "/nginx.conf.in"))
   write_file(self.conf, render(template, {
