@@ -11,28 +11,7 @@ if not package.path:find("./lua/?.lua", 1, true) then
 end
 local launch = require("examples.openresty.launch")
 
--- nginx needs the LuaJIT build: $DUKANEXT_LUAJIT_CPATH, else the one beside the
--- module under test (ctest points DUKANEXT_CPATH at build/?.so, build/asan/?.so,
--- build/lua-5.x/?.so or build/lua-luajit/?.so), else build/lua-luajit/?.so.
-local function find_luajit_cpath()
-  local explicit = os.getenv("DUKANEXT_LUAJIT_CPATH")
-  if explicit and explicit ~= "" then return explicit end
-  local candidates = {}
-  local under_test = os.getenv("DUKANEXT_CPATH")
-  if under_test then
-    local dir = under_test:match("^(.*)/%?%.so$")
-    if dir then
-      if dir:find("lua%-luajit$") then candidates[#candidates + 1] = under_test end
-      candidates[#candidates + 1] = dir .. "/lua-luajit/?.so"
-      candidates[#candidates + 1] = (dir:match("^(.*)/[^/]+$") or ".") .. "/lua-luajit/?.so"
-    end
-  end
-  candidates[#candidates + 1] = launch.luajit_cpath()
-  for _, c in ipairs(candidates) do
-    if helpers.read_file((c:gsub("%?", "dukanext"))) then return c end
-  end
-end
-local LUAJIT_CPATH = find_luajit_cpath()
+local LUAJIT_CPATH = helpers.luajit_cpath(launch.luajit_cpath())
 local NO_LUAJIT = "needs the LuaJIT build of the module (cmake -DDUKANEXT_ALL_LUAS=ON with"
   .. " luajit2 installed, or DUKANEXT_LUAJIT_CPATH)"
 

@@ -166,4 +166,26 @@ function helpers.run_lua(script, args, env)
   return tonumber(rc), stdout, stderr
 end
 
+-- nginx (spec/90, spec/94) needs the LuaJIT build: $DUKANEXT_LUAJIT_CPATH, else the one beside the
+-- module under test (ctest points DUKANEXT_CPATH at build/?.so, build/asan/?.so,
+-- build/lua-5.x/?.so or build/lua-luajit/?.so), else fallback (examples/openresty/launch.lua's).
+function helpers.luajit_cpath(fallback)
+  local explicit = os.getenv("DUKANEXT_LUAJIT_CPATH")
+  if explicit and explicit ~= "" then return explicit end
+  local candidates = {}
+  local under_test = os.getenv("DUKANEXT_CPATH")
+  if under_test then
+    local dir = under_test:match("^(.*)/%?%.so$")
+    if dir then
+      if dir:find("lua%-luajit$") then candidates[#candidates + 1] = under_test end
+      candidates[#candidates + 1] = dir .. "/lua-luajit/?.so"
+      candidates[#candidates + 1] = (dir:match("^(.*)/[^/]+$") or ".") .. "/lua-luajit/?.so"
+    end
+  end
+  candidates[#candidates + 1] = fallback
+  for _, c in ipairs(candidates) do
+    if helpers.read_file((c:gsub("%?", "dukanext"))) then return c end
+  end
+end
+
 return helpers

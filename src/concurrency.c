@@ -1,5 +1,7 @@
 #include "concurrency.h"
 
+#include <math.h>
+
 /* The floor climbs toward the windows' lowest latencies over about this long: a path
  * that became slower for good (a route change) is learnt in seconds, while the
  * queueing of a few windows barely moves it, however short the windows. */
@@ -79,13 +81,18 @@ static void end_window(dn_concurrency *c, int64_t now_us)
     if (c->window_min_us > c->floor_us)
         c->floor_us += (int64_t)((double)(c->window_min_us - c->floor_us) * share);
     if (window_inflated(c)) {
-        cut(c, DN_CONCURRENCY_INFLATION_CUT, now_us);
+        if (c->slow_start) {
+            c->slow_start = false;
+            start_window(c, now_us);
+        } else {
+            cut(c, DN_CONCURRENCY_INFLATION_CUT, now_us);
+        }
         return;
     }
     /* Without a backlog the limit is not what bounds delivery: growing it then would
      * only leave a high limit for the next burst to overload the server with. */
     if (c->window_saturated) {
-        c->limit += c->slow_start ? c->window_count : 1;
+        c->limit += c->slow_start ? c->window_count : sqrt(c->limit);
         clamp(c);
     }
     start_window(c, now_us);

@@ -7,7 +7,11 @@
  *   limit halves at once, on the first such answer;
  * - latency inflates: a window's mean latency rises well above the floor (the lowest
  *   latency seen, the path without queueing), because requests queue somewhere as
- *   concurrency grows; the limit shrinks by a tenth.
+ *   concurrency grows; the limit shrinks by a tenth, or, the first time, slow start
+ *   ends without a cut (as HyStart ends TCP's slow start on rising delay).
+ * Out of slow start the limit grows by its square root each round trip with a
+ * backlog (the queue allowance of Netflix's gradient limiter): +4 at 16, +11 at 128,
+ * so a limit cut by a burst of errors comes back within seconds, not minutes.
  * A long round trip alone changes neither: a distant server at its floor only makes
  * the windows longer, so the limit grows while events wait for it.
  * One decrease per round trip: answers to attempts started before the last cut say
@@ -22,10 +26,12 @@
 /* The limit auto starts from: today's fixed default, so a short-lived client behaves
  * as before while the limit finds its level. */
 #define DN_CONCURRENCY_INITIAL 16
-/* A window's mean latency is inflated above floor * 1.5 + 2 ms: the absolute part
- * keeps a loopback's sub-millisecond jitter from reading as queueing. */
-#define DN_CONCURRENCY_TOLERANCE     1.5
-#define DN_CONCURRENCY_SLACK_US      2000
+/* A window's mean latency is inflated above floor * 2 + 5 ms: the absolute part keeps
+ * a loopback's sub-millisecond jitter from reading as queueing, the factor a host
+ * that pumps every few milliseconds (OpenResty's timers) from reading its own delay
+ * in reading answers as the server's. */
+#define DN_CONCURRENCY_TOLERANCE     2.0
+#define DN_CONCURRENCY_SLACK_US      5000
 #define DN_CONCURRENCY_OVERLOAD_CUT  0.5
 #define DN_CONCURRENCY_INFLATION_CUT 0.9
 
