@@ -8,20 +8,24 @@
 -- reason. A missed target is printed, never an error: the exit status is non-zero
 -- only when a measurement broke (a script failed, events were lost).
 local USAGE = [[
-usage: bench/run [--short] [--rounds N]
+usage: bench/run [--short] [--wan] [--rounds N]
   --short    small counts, one round (CI: proves the bench still works, well under 2 min)
+  --wan      only the rows of concurrency and connections: loopback throughput with
+             defaults against a fixed 16, HTTP/2 against HTTP/1.1 over TLS, the WAN rows
   --rounds N throughput rounds (default 3; --short: 1)
 environment: DUKANEXT_CPATH (default build/?.so), DUKANEXT_BUILD (default build)]]
 
 local BENCH = (debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or ".")
 package.path = BENCH .. "/../?.lua;" .. package.path
 
-local short, rounds = false, nil
+local short, wan_only, rounds = false, false, nil
 do
   local i = 1
   while arg[i] do
     if arg[i] == "--short" then
       short = true
+    elseif arg[i] == "--wan" then
+      wan_only = true
     elseif arg[i] == "--rounds" and tonumber(arg[i + 1]) then
       rounds = tonumber(arg[i + 1])
       i = i + 1
@@ -190,19 +194,22 @@ end
 local R = {}
 
 -- 1. emit cost, and issue 6's spool rows.
-R.emit = measure("emit cost", lua54("emit_cost.lua", "--n " .. COUNT.emit .. " --reps " .. COUNT.emit_reps))
 R.spool = {}
-for _, mode in ipairs({ "always", "interval", "never" }) do
-  local n = mode == "always" and COUNT.spool_always or COUNT.spool_other
-  local dir = TMP .. "/spool-" .. mode
-  R.spool[mode] = measure("emit cost, spool_sync=" .. mode, lua54("emit_cost.lua",
-    "--n " .. n .. " --reps 3 --spool " .. quote(dir) .. " --spool-sync " .. mode))
-  sh("rm -rf " .. quote(dir))
+if not wan_only then
+  R.emit = measure("emit cost", lua54("emit_cost.lua", "--n " .. COUNT.emit .. " --reps "
+    .. COUNT.emit_reps))
+  for _, mode in ipairs({ "always", "interval", "never" }) do
+    local n = mode == "always" and COUNT.spool_always or COUNT.spool_other
+    local dir = TMP .. "/spool-" .. mode
+    R.spool[mode] = measure("emit cost, spool_sync=" .. mode, lua54("emit_cost.lua",
+      "--n " .. n .. " --reps 3 --spool " .. quote(dir) .. " --spool-sync " .. mode))
+    sh("rm -rf " .. quote(dir))
+  end
 end
 
 -- 2, 3. Throughput and CPU per event, in alternating rounds.
 local function wrk_round()
-  if not HAVE_WRK then return nil end
+  if not HAVE_WRK or wan_only then return nil end
   local seq = seq_for(10000000)
   -- bash's `times` prints the CPU its children (wrk) used: user then system.
   local cmd = "bash -c " .. quote("BENCH_BODY_TEMPLATE=" .. quote(TEMPLATE) .. " BENCH_SEQ=" .. seq
@@ -234,35 +241,39 @@ for round = 1, rounds do
   tp[#tp + 1] = measure("dukanext throughput", lua54("throughput.lua", "--url " .. quote(URL)
     .. " --body-template " .. quote(TEMPLATE) .. " --n " .. COUNT.throughput .. " --seq "
     .. seq_for(COUNT.throughput)))
-  multi[#multi + 1] = measure("C multi loop", quote(MULTI_LOOP) .. " " .. quote(URL) .. " "
-    .. quote(TEMPLATE) .. " " .. COUNT.throughput .. " " .. seq_for(COUNT.throughput) .. " 16")
+  if not wan_only then
+    multi[#multi + 1] = measure("C multi loop", quote(MULTI_LOOP) .. " " .. quote(URL) .. " "
+      .. quote(TEMPLATE) .. " " .. COUNT.throughput .. " " .. seq_for(COUNT.throughput) .. " 16")
+  end
   tp_auto[#tp_auto + 1] = measure("dukanext throughput, max_in_flight=auto", lua54("throughput.lua",
     "--url " .. quote(URL) .. " --max-in-flight auto --body-template " .. quote(TEMPLATE) .. " --n "
     .. COUNT.throughput .. " --seq " .. seq_for(COUNT.throughput)))
 end
 
 -- 4. The alternatives.
-if HAVE_SOCKET then
-  R.socket_http = measure("LuaSocket socket.http", "lua5.4 " .. quote(BENCH .. "/alternatives/socket_http.lua")
-    .. " --url " .. quote(URL) .. " --body-template " .. quote(TEMPLATE) .. " --n " .. COUNT.socket_http
-    .. " --seq " .. seq_for(COUNT.socket_http))
-end
-if HAVE_LUA_CURL then
-  R.lua_curl = measure("lua-curl (Lua 5.1)", "lua5.1 " .. quote(BENCH .. "/alternatives/lua_curl.lua")
-    .. " --url " .. quote(URL) .. " --body-template " .. quote(TEMPLATE) .. " --n " .. COUNT.lua_curl
-    .. " --seq " .. seq_for(COUNT.lua_curl))
-end
+if not wan_only then
+  if HAVE_SOCKET then
+    R.socket_http = measure("LuaSocket socket.http", "lua5.4 " .. quote(BENCH .. "/alternatives/socket_http.lua")
+      .. " --url " .. quote(URL) .. " --body-template " .. quote(TEMPLATE) .. " --n " .. COUNT.socket_http
+      .. " --seq " .. seq_for(COUNT.socket_http))
+  end
+  if HAVE_LUA_CURL then
+    R.lua_curl = measure("lua-curl (Lua 5.1)", "lua5.1 " .. quote(BENCH .. "/alternatives/lua_curl.lua")
+      .. " --url " .. quote(URL) .. " --body-template " .. quote(TEMPLATE) .. " --n " .. COUNT.lua_curl
+      .. " --seq " .. seq_for(COUNT.lua_curl))
+  end
 
-R.cosocket = measure("ngx.socket.tcp cosocket loop", "lua5.4 " .. quote(BENCH .. "/alternatives/cosocket.lua")
-  .. " --url " .. quote(URL) .. " --body-template " .. quote(TEMPLATE) .. " --n " .. COUNT.cosocket
-  .. " --seq " .. seq_for(COUNT.cosocket))
+  R.cosocket = measure("ngx.socket.tcp cosocket loop", "lua5.4 " .. quote(BENCH .. "/alternatives/cosocket.lua")
+    .. " --url " .. quote(URL) .. " --body-template " .. quote(TEMPLATE) .. " --n " .. COUNT.cosocket
+    .. " --seq " .. seq_for(COUNT.cosocket))
 
--- 5, 6. Pump and memory.
-R.pump = measure("pump cost", lua54("pump_cost.lua", "--n " .. COUNT.pump))
-R.memory = measure("memory per queued event", lua54("memory.lua", "--n " .. COUNT.memory))
-R.rss = measure("RSS across " .. COUNT.rss .. " delivered events", lua54("throughput.lua", "--url "
-  .. quote(URL) .. " --body-template " .. quote(TEMPLATE) .. " --n " .. COUNT.rss .. " --seq "
-  .. seq_for(COUNT.rss)))
+  -- 5, 6. Pump and memory.
+  R.pump = measure("pump cost", lua54("pump_cost.lua", "--n " .. COUNT.pump))
+  R.memory = measure("memory per queued event", lua54("memory.lua", "--n " .. COUNT.memory))
+  R.rss = measure("RSS across " .. COUNT.rss .. " delivered events", lua54("throughput.lua", "--url "
+    .. quote(URL) .. " --body-template " .. quote(TEMPLATE) .. " --n " .. COUNT.rss .. " --seq "
+    .. seq_for(COUNT.rss)))
+end
 
 -- 7. HTTP/2 over TLS against HTTP/1.1 over TLS, same listener (ALPN decides).
 for _, version in ipairs({ "1.1", "2" }) do
@@ -277,7 +288,7 @@ end
 R.plain_1_1 = measure("plain, http_version=1.1", lua54("throughput.lua", "--url " .. quote(URL)
   .. " --http-version 1.1 --body-template " .. quote(TEMPLATE) .. " --n " .. COUNT.h2 .. " --seq "
   .. seq_for(COUNT.h2)))
-do
+if not wan_only then
   local started, h2c = pcall(collector_lib.start, { bench = true, http2 = true })
   if not started then
     broke("h2c collector", tostring(h2c))
@@ -310,7 +321,9 @@ for _, delay in ipairs(WAN_DELAYS) do
     for _, kind in ipairs(WAN_KINDS) do
       local url = kind.key == "plain" and wan.url or wan.tls_url
       for _, config in ipairs({ "auto", "16" }) do
-        local series = (kind.key == "h2" and config == "auto") and TMP .. "/series_" .. delay or nil
+        -- The picture in README: auto over HTTP/2 at the shortest round trip.
+        local series = (delay == WAN_DELAYS[1] and kind.key == "h2" and config == "auto")
+          and TMP .. "/series" or nil
         wan:reset()
         local r = measure(string.format("WAN %d ms, %s, max_in_flight=%s", delay * 1000, kind.name,
           config), lua54("wan.lua", "--url " .. quote(url) .. " --ca-file " .. quote(wan.ca_file)
@@ -408,6 +421,8 @@ row("RSS over " .. COUNT.rss .. " delivered", growth, "%", "from 10% to 100% of 
   "within 5 %", growth and math.abs(growth) <= 5)
 row("", rs.rss_last and rs.rss_last / 1048576, "MiB", "RSS at the end")
 
+-- --wan prints from here on: the rows it measured.
+local wan_rows_from = #rows + 1
 local h1, h2 = R["tls_1.1"] or {}, R["tls_2"] or {}
 row("HTTP/2 over TLS", h2.events_per_s, "ev/s", "HTTP/1.1 over TLS", h1.events_per_s, "ev/s",
   ratio(h2.events_per_s, h1.events_per_s))
@@ -479,7 +494,9 @@ line(header)
 local sep = {}
 for i = 1, 7 do sep[i] = string.rep("-", widths[i]) end
 print("|-" .. table.concat(sep, "-|-") .. "-|")
-for _, r in ipairs(rows) do line(r) end
+for i, r in ipairs(rows) do
+  if not wan_only or (i >= wan_rows_from and r[2] .. r[4] ~= "-") then line(r) end
+end
 print("CPU figures are process CPU (user + system) per event; throughput is the median of "
   .. rounds .. " round(s).")
 print("The OpenResty storefront latency bench is separate: bench/openresty_latency.sh")
