@@ -195,7 +195,6 @@ dn_client *dn_client_new(dn_hub *hub, dn_config *config)
     c->next = hub->clients;
     if (hub->clients) hub->clients->prev = c;
     hub->clients = c;
-
     if (c->config.spool_dir) spool_open(c, dn_mono_ms());
     return c;
 }

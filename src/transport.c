@@ -211,6 +211,7 @@ bool dn_transport_init(dn_transport *t)
     curl_multi_setopt(t->multi, CURLMOPT_SOCKETDATA, t);
     curl_multi_setopt(t->multi, CURLMOPT_TIMERFUNCTION, on_timer);
     curl_multi_setopt(t->multi, CURLMOPT_TIMERDATA, t);
+    /* curl's own default is 100 streams; the server's SETTINGS may lower it. */
     curl_multi_setopt(t->multi, CURLMOPT_MAX_CONCURRENT_STREAMS, (long)DN_STREAMS_PER_CONNECTION);
     /* Without a share handle each easy handle keeps its own TLS session cache, and
      * every new connection costs a full handshake: worse, not broken. */
@@ -317,6 +318,7 @@ static size_t keep_answer(char *data, size_t size, size_t nmemb, void *userdata)
     return n; /* the rest is read and dropped, never an error */
 }
 
+#if LIBCURL_VERSION_NUM >= 0x075000
 /* OpenSSL's SSL_session_reused, found in the libssl libcurl already loaded rather than
  * linked: a libcurl built on another TLS library leaves it NULL, and resumptions are
  * then not counted. The module is loaded RTLD_LOCAL, so libssl is asked by name. */
@@ -348,7 +350,8 @@ static bool tls_session_resumed(CURL *easy)
 }
 
 /* curl lets the TLS object of a connection be read only while a transfer holds it:
- * just before the request goes out, on a connection this attempt opened. */
+ * just before the request goes out, on a connection this attempt opened (libcurl 7.80
+ * and later; before, resumptions are not counted). */
 static int on_connection_ready(void *userdata, char *remote_ip, char *local_ip, int remote_port,
                                int local_port)
 {
@@ -362,6 +365,7 @@ static int on_connection_ready(void *userdata, char *remote_ip, char *local_ip, 
     slot->tls_resumed = connects > 0 && tls_session_resumed(slot->easy);
     return CURL_PREREQFUNC_OK;
 }
+#endif
 
 bool dn_slot_open(dn_slot *slot, dn_transport *t, void *owner, const dn_transport_options *o)
 {
@@ -396,8 +400,10 @@ bool dn_slot_open(dn_slot *slot, dn_transport *t, void *owner, const dn_transpor
     SET(CURLOPT_OPENSOCKETDATA, t);
     SET(CURLOPT_CLOSESOCKETFUNCTION, close_socket);
     SET(CURLOPT_CLOSESOCKETDATA, t);
+#if LIBCURL_VERSION_NUM >= 0x075000
     SET(CURLOPT_PREREQFUNCTION, on_connection_ready);
     SET(CURLOPT_PREREQDATA, slot);
+#endif
     if (t->share) SET(CURLOPT_SHARE, t->share);
 #if LIBCURL_VERSION_NUM >= 0x075700
     /* Lets close() leave a name lookup that hangs instead of joining its thread: the
