@@ -136,6 +136,7 @@ static void spool_open(dn_client *c, int64_t now_ms)
 }
 
 static void limit_host_connections(dn_hub *hub);
+static void update_connection_holders(dn_client *c);
 
 dn_client *dn_client_new(dn_hub *hub, dn_config *config)
 {
@@ -323,6 +324,7 @@ size_t dn_client_close(dn_client *c)
     }
     c->in_flight = 0;
     c->in_flight_bytes = 0;
+    update_connection_holders(c);
     for (dn_event *e = dn_queue_take_all(&c->queue); e;) {
         dn_event *next = e->next;
         dn_event_free(e);
@@ -402,6 +404,7 @@ void dn_hub_check_fork(dn_hub *hub)
         dn_queue_free(&c->queue);
         c->reports_pending = 0;
         c->paused_until_ms = 0;
+        c->holds_connections = false;
         memset(&c->stats, 0, sizeof c->stats);
         /* The parent keeps its spool writer; the child becomes a writer of its own on
          * its first event. */
@@ -422,6 +425,27 @@ void dn_hub_check_fork(dn_hub *hub)
     limit_host_connections(hub);
 }
 
+/* curl has one bound of connections per host for the whole multi handle: the largest
+ * any client with attempts in flight needs. An idle client's HTTP/1.1 bound must not
+ * let a busy HTTP/2 client's burst open a connection per attempt (see
+ * follow_protocol); when no client is busy the bound stays as it was. */
+static void limit_host_connections(dn_hub *hub)
+{
+    size_t most = 0;
+    for (dn_client *c = hub->clients; c; c = c->next)
+        if (c->holds_connections && c->host_connections > most) most = c->host_connections;
+    if (most > 0) dn_transport_limit_host_connections(&hub->transport, (long)most);
+}
+
+/* Called whenever in_flight may have left or reached 0. */
+static void update_connection_holders(dn_client *c)
+{
+    bool holds = !c->closed && c->in_flight > 0;
+    if (holds == c->holds_connections) return;
+    c->holds_connections = holds;
+    limit_host_connections(c->hub);
+}
+
 static dn_slot *idle_slot(dn_client *c)
 {
     for (size_t i = 0; i < c->slot_count; i++) {
@@ -438,9 +462,11 @@ static dn_slot *idle_slot(dn_client *c)
 static void start_due(dn_client *c, int64_t now_ms)
 {
     if (c->closed || c->paused_until_ms > now_ms) return;
-    if (c->host_connections == 0 && dn_queue_next_due(&c->queue) <= now_ms) {
-        /* Until an answer tells the protocol, the bound of HTTP/1.1. */
-        c->host_connections = c->config.max_connections;
+    /* Until an answer tells the protocol, the bound of HTTP/1.1. */
+    if (c->host_connections == 0) c->host_connections = c->config.max_connections;
+    /* Counted before the first attempt starts, so that its bound is in force. */
+    if (!c->holds_connections && dn_queue_next_due(&c->queue) <= now_ms) {
+        c->holds_connections = true;
         limit_host_connections(c->hub);
     }
     size_t limit = dn_concurrency_limit(&c->concurrency);
@@ -487,16 +513,6 @@ static void describe_failure(const dn_attempt_result *r, char *code, size_t code
     if (code_size < DN_CODE_MAX + 1 || !dn_answer_code(r->answer, r->answer_len, code))
         snprintf(code, code_size, "HTTP_%ld", r->status);
     snprintf(message, message_size, "the server answered HTTP %ld", r->status);
-}
-
-/* curl has one bound of connections per host for the whole multi handle: the largest
- * any client that has sent something needs. */
-static void limit_host_connections(dn_hub *hub)
-{
-    size_t most = 0;
-    for (dn_client *c = hub->clients; c; c = c->next)
-        if (!c->closed && c->host_connections > most) most = c->host_connections;
-    if (most > 0) dn_transport_limit_host_connections(&hub->transport, (long)most);
 }
 
 /* Once curl has learnt that a server multiplexes, it opens a new connection for every
@@ -585,6 +601,7 @@ static void attempt_done(void *ud, dn_slot *slot, dn_event *e, const dn_attempt_
         queue_report(c, code, r->curl_code == CURLE_OK ? r->status : 0, message, e);
     }
     start_due(c, now);
+    update_connection_holders(c);
     settle(c);
 }
 

@@ -87,8 +87,10 @@ typedef struct dn_client {
     size_t slot_count; /* a fixed max_in_flight, or auto's cap */
     dn_concurrency concurrency;
     /* Connections it needs to its endpoint: max_connections until an answer says the
-     * endpoint multiplexes (HTTP/2), then enough for its limit's streams. */
+     * endpoint multiplexes (HTTP/2), then enough for its limit's streams; counted in
+     * the transport's bound while it has attempts in flight (holds_connections). */
     size_t host_connections;
+    bool holds_connections;
     size_t in_flight;
     size_t in_flight_bytes;
     int64_t paused_until_ms; /* Retry-After: no attempt of this client starts before */
