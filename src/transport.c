@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <fcntl.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
@@ -426,10 +427,13 @@ bool dn_slot_open(dn_slot *slot, dn_transport *t, void *owner, const dn_transpor
             SET(CURLOPT_FORBID_REUSE, 1L);
         }
     }
-    /* Where HTTP/2 may be spoken, a new attempt waits for the connection being set up
-     * to say (ALPN) whether it multiplexes, and then goes over it, instead of opening
-     * one connection per attempt; curl opens another only when that one is full. */
-    if (o->http_version == DN_HTTP_2 || o->http_version == DN_HTTP_DEFAULT)
+    /* Where HTTP/2 may be spoken (TLS: ALPN), a new attempt waits for the connection
+     * being set up to say whether it multiplexes, and then goes over it, instead of
+     * opening one connection per attempt; curl opens another only when that one is
+     * full. In the clear (HTTP/1.1 here) waiting would only hold every attempt of a
+     * burst until the first answer. */
+    bool tls = strncasecmp(o->endpoint, "https:", 6) == 0;
+    if (tls && (o->http_version == DN_HTTP_2 || o->http_version == DN_HTTP_DEFAULT))
         SET(CURLOPT_PIPEWAIT, 1L);
     if (o->insecure) {
         SET(CURLOPT_SSL_VERIFYPEER, 0L);
