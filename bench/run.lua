@@ -321,28 +321,35 @@ for _, delay in ipairs(WAN_DELAYS) do
     for _, kind in ipairs(WAN_KINDS) do
       local url = kind.key == "plain" and wan.url or wan.tls_url
       for _, config in ipairs({ "auto", "16" }) do
-        -- The picture in README: auto over HTTP/2 at the shortest round trip.
-        local series = (delay == WAN_DELAYS[1] and kind.key == "h2" and config == "auto")
-          and TMP .. "/series" or nil
         wan:reset()
         local r = measure(string.format("WAN %d ms, %s, max_in_flight=%s", delay * 1000, kind.name,
           config), lua54("wan.lua", "--url " .. quote(url) .. " --ca-file " .. quote(wan.ca_file)
           .. (kind.args or "") .. (config == "16" and " --max-in-flight 16" or "") .. " --rate "
           .. WAN_RATE .. " --seconds " .. COUNT.wan_seconds .. " --body-template " .. quote(TEMPLATE)
-          .. " --seq " .. seq_for(WAN_RATE * COUNT.wan_seconds)
-          .. (series and " --series " .. quote(series) or "")))
+          .. " --seq " .. seq_for(WAN_RATE * COUNT.wan_seconds)))
         if r then
           local seen = wan:connections()
           r.connections, r.tls, r.tls_resumed_seen = seen.connections, seen.tls, seen.tls_resumed
-          if series and not short then
-            local ok, out = sh("lua5.4 " .. quote(BENCH .. "/svg.lua") .. " " .. quote(series) .. " "
-              .. quote(BENCH .. "/auto-limit.svg") .. " "
-              .. quote(string.format("max_in_flight = \"auto\", TLS + HTTP/2, %d ms round trip, %d events/s offered",
-                delay * 1000, WAN_RATE)))
-            if not ok then broke("svg", out) end
-          end
         end
         R.wan[delay .. kind.key .. config] = r
+      end
+    end
+    -- The picture in README (full runs): auto over HTTP/2 at the shortest round trip,
+    -- with the collector overloaded (503) for a second in the middle.
+    if delay == WAN_DELAYS[1] and not short then
+      local series = TMP .. "/series"
+      local seconds = COUNT.wan_seconds
+      local r = measure("WAN picture: auto through an overload", lua54("wan.lua", "--url "
+        .. quote(wan.tls_url) .. " --ca-file " .. quote(wan.ca_file) .. " --rate " .. WAN_RATE
+        .. " --seconds " .. seconds .. " --body-template " .. quote(TEMPLATE) .. " --seq "
+        .. seq_for(WAN_RATE * seconds) .. " --series " .. quote(series) .. " --overload-at "
+        .. seconds / 2 .. " --overload-for 1 --control " .. quote(wan.control_base)))
+      if r then
+        local ok, out = sh("lua5.4 " .. quote(BENCH .. "/svg.lua") .. " " .. quote(series) .. " "
+          .. quote(BENCH .. "/auto-limit.svg") .. " " .. quote(string.format(
+          "max_in_flight = \"auto\", TLS + HTTP/2, %d ms round trip, %d events/s offered, 503 for 1 s at %g s",
+          delay * 1000, WAN_RATE, seconds / 2)))
+        if not ok then broke("svg", out) end
       end
     end
     local wan_errors = wan:error_log_text():match("%[error%][^\n]*")

@@ -3,12 +3,13 @@
 -- what emit refused, and the CPU it spent.
 --   lua5.4 bench/wan.lua --url URL --body-template FILE [--rate 4000] [--seconds 10]
 --     [--max-in-flight N|auto] [--http-version 1.1|2|...] [--ca-file F] [--seq 1]
---     [--series FILE]
+--     [--series FILE] [--overload-at S --overload-for D --control URL]
 -- Options left out keep dukanext's defaults (the point of the default rows). Events are
 -- emitted on a schedule (rate x elapsed time), not as fast as deliveries allow, so a
 -- client that cannot keep up fills max_queue and emit refuses with QUEUE_FULL, as in a
 -- storefront. --series writes "seconds in_flight_limit in_flight latency_ms" every
--- 100 ms (the picture of auto in README).
+-- 100 ms (the picture of auto in README). --overload-at asks the collector (its
+-- control URL) to answer 503 for D seconds from S seconds into the run.
 -- Prints one JSON line: events_per_s (delivered during the run / its length), offered,
 -- sent, refused, cpu_us_per_event, and the client's own connection counters when it
 -- has them.
@@ -36,9 +37,15 @@ local metadata = lib.metadata
 local emitted, refused = 0, 0
 local w0, c0 = lib.wall(), lib.cpu()
 local next_sample = 0
+local overload_asked = not args.overload_at
 while true do
   local elapsed = lib.wall() - w0
   if elapsed >= SECONDS then break end
+  if not overload_asked and elapsed >= args.overload_at then
+    overload_asked = true
+    local http = require("socket.http")
+    assert(http.request(args.control .. "/_collector/overload?seconds=" .. (args.overload_for or 1), ""))
+  end
   local due = math.floor(RATE * elapsed)
   while emitted < due do
     if not emit(client, lib.EVENT, metadata(SEQ + emitted)) then refused = refused + 1 end

@@ -282,6 +282,13 @@ function M.analytics_wan()
     end
   end
   ngx.sleep(tonumber(ngx.var.bench_delay))
+  local overloaded_until = dict:get("overloaded_until")
+  if overloaded_until and ngx.now() < overloaded_until then
+    ngx.status = 503
+    ngx.header["Content-Type"] = "application/json"
+    ngx.print(error_body("OVERLOADED", "planned overload"))
+    return ngx.exit(ngx.HTTP_OK)
+  end
   return M.analytics_bench()
 end
 
@@ -341,6 +348,14 @@ function M.reset()
   dict:flush_expired()
   truncate("events.jsonl")
   truncate("requests.jsonl")
+  return control_answer(200, '{"status":"ok"}')
+end
+
+-- POST /_collector/overload?seconds=N: a bench collector with a round trip answers
+-- 503 for the next N seconds.
+function M.overload()
+  ngx.update_time()
+  dict:set("overloaded_until", ngx.now() + (tonumber(ngx.var.arg_seconds) or 1))
   return control_answer(200, '{"status":"ok"}')
 end
 
