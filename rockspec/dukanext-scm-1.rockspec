@@ -32,7 +32,7 @@ build = {
     dukanext = {
       sources = {
         "src/buf.c", "src/os_posix.c", "src/os_linux.c", "src/ids.c", "src/json.c", "src/body.c", "src/session.c",
-        "src/queue.c", "src/policy.c", "src/transport.c", "src/client.c",
+        "src/queue.c", "src/policy.c", "src/transport.c", "src/concurrency.c", "src/client.c",
         "src/file_store.c", "src/spool.c", "src/url.c", "src/suggest.c", "src/dukanext.c",
       },
       defines = { "_GNU_SOURCE" },

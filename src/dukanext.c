@@ -765,6 +765,7 @@ typedef enum option_kind {
     OPT_TEXT,
     OPT_SECONDS,
     OPT_COUNT,
+    OPT_COUNT_OR_AUTO, /* an integer, or "auto" stored as 0 */
     OPT_FLAG,
     OPT_HEADERS,
     OPT_STORAGE,
@@ -796,7 +797,9 @@ static const option_spec option_specs[] = {
     {"connect_timeout", OPT_SECONDS, CONFIG_FIELD(connect_timeout_ms), 0.001, 1e6},
     {"max_queue", OPT_COUNT, CONFIG_FIELD(max_queue), 1, 1e9},
     {"max_queue_bytes", OPT_COUNT, CONFIG_FIELD(max_queue_bytes), 4096, 1099511627776.0},
-    {"max_in_flight", OPT_COUNT, CONFIG_FIELD(max_in_flight), 1, 1024},
+    {"max_in_flight", OPT_COUNT_OR_AUTO, CONFIG_FIELD(max_in_flight), 1, 1024},
+    {"max_in_flight_cap", OPT_COUNT, CONFIG_FIELD(max_in_flight_cap), 1, 1024},
+    {"max_connections", OPT_COUNT, CONFIG_FIELD(max_connections), 1, 1024},
     {"max_retries", OPT_COUNT, CONFIG_FIELD(max_retries), 0, 100},
     {"retry_base", OPT_SECONDS, CONFIG_FIELD(retry_base_ms), 0, 1e6},
     {"retry_max", OPT_SECONDS, CONFIG_FIELD(retry_max_ms), 0, 1e6},
@@ -931,11 +934,17 @@ static void check_option(lua_State *L, const option_spec *spec, int value)
         break;
     }
     case OPT_SECONDS:
-    case OPT_COUNT: {
+    case OPT_COUNT:
+    case OPT_COUNT_OR_AUTO: {
+        if (spec->kind == OPT_COUNT_OR_AUTO && t == LUA_TSTRING &&
+            strcmp(lua_tostring(L, value), "auto") == 0)
+            break;
         double n = lua_tonumber(L, value);
-        const char *unit = spec->kind == OPT_SECONDS ? "a number of seconds" : "an integer";
+        const char *unit = spec->kind == OPT_SECONDS ? "a number of seconds"
+                           : spec->kind == OPT_COUNT ? "an integer"
+                                                     : "\"auto\" or an integer";
         if (t != LUA_TNUMBER || n != n || n < spec->min || n > spec->max ||
-            (spec->kind == OPT_COUNT && floor(n) != n)) {
+            (spec->kind != OPT_SECONDS && floor(n) != n)) {
             /* lua_pushfstring knows no %g */
             char range[64];
             snprintf(range, sizeof range, "from %g to %g", spec->min, spec->max);
@@ -1076,7 +1085,10 @@ static bool apply_options(lua_State *L, int base, dn_config *config)
             *(int64_t *)(void *)field = (int64_t)llround(lua_tonumber(L, value) * 1000.0);
             break;
         case OPT_COUNT:
-            *(size_t *)(void *)field = (size_t)lua_tonumber(L, value);
+        case OPT_COUNT_OR_AUTO:
+            /* "auto" reads as 0 */
+            *(size_t *)(void *)field =
+                lua_type(L, value) == LUA_TNUMBER ? (size_t)lua_tonumber(L, value) : 0;
             break;
         case OPT_FLAG:
             *(bool *)(void *)field = lua_toboolean(L, value);
@@ -1700,7 +1712,7 @@ static int client_stats(lua_State *L)
     lclient *lc = enter_client(L, 1);
     dn_hub_check_fork(lc->core->hub); /* a child counts from zero */
     const dn_client *c = lc->core;
-    lua_createtable(L, 0, 16);
+    lua_createtable(L, 0, 21);
     set_count(L, "queued", c->queue.count);
     set_count(L, "in_flight", c->in_flight);
     set_count(L, "sent", c->stats.sent);
@@ -1716,6 +1728,12 @@ static int client_stats(lua_State *L)
     set_count(L, "spool_bytes", c->spool ? dn_spool_bytes(c->spool) : 0);
     set_count(L, "retries", c->stats.retries);
     set_count(L, "cancelled", c->stats.cancelled);
+    set_count(L, "in_flight_limit", dn_concurrency_limit(&c->concurrency));
+    lua_pushnumber(L, dn_concurrency_latency_ms(&c->concurrency));
+    lua_setfield(L, -2, "latency_ms");
+    set_count(L, "connections", dn_transport_connections(&c->hub->transport));
+    set_count(L, "connects", c->stats.connects);
+    set_count(L, "tls_resumed", c->stats.tls_resumed);
     return leave_client(lc, 1);
 }
 
