@@ -8,20 +8,24 @@
 -- reason. A missed target is printed, never an error: the exit status is non-zero
 -- only when a measurement broke (a script failed, events were lost).
 local USAGE = [[
-usage: bench/run [--short] [--rounds N]
+usage: bench/run [--short] [--wan] [--rounds N]
   --short    small counts, one round (CI: proves the bench still works, well under 2 min)
+  --wan      only the rows of concurrency and connections: loopback throughput with
+             defaults against a fixed 16, HTTP/2 against HTTP/1.1 over TLS, the WAN rows
   --rounds N throughput rounds (default 3; --short: 1)
 environment: DUKANEXT_CPATH (default build/?.so), DUKANEXT_BUILD (default build)]]
 
 local BENCH = (debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or ".")
 package.path = BENCH .. "/../?.lua;" .. package.path
 
-local short, rounds = false, nil
+local short, wan_only, rounds = false, false, nil
 do
   local i = 1
   while arg[i] do
     if arg[i] == "--short" then
       short = true
+    elseif arg[i] == "--wan" then
+      wan_only = true
     elseif arg[i] == "--rounds" and tonumber(arg[i + 1]) then
       rounds = tonumber(arg[i + 1])
       i = i + 1
@@ -50,7 +54,12 @@ local COUNT = {
   pump = pick(1000000, 100000),
   memory = pick(200000, 20000),
   h2 = pick(50000, 2000),
+  wan_seconds = pick(10, 2),
 }
+-- The WAN rows: round trips (seconds the collector waits before each answer), and
+-- the rate emit is offered at, above the 3 000 events/s target.
+local WAN_DELAYS = short and { 0.05 } or { 0.05, 0.15 }
+local WAN_RATE = 4000
 
 local cjson = require("cjson")
 local collector_lib = require("spec.support.collector")
@@ -185,19 +194,22 @@ end
 local R = {}
 
 -- 1. emit cost, and issue 6's spool rows.
-R.emit = measure("emit cost", lua54("emit_cost.lua", "--n " .. COUNT.emit .. " --reps " .. COUNT.emit_reps))
 R.spool = {}
-for _, mode in ipairs({ "always", "interval", "never" }) do
-  local n = mode == "always" and COUNT.spool_always or COUNT.spool_other
-  local dir = TMP .. "/spool-" .. mode
-  R.spool[mode] = measure("emit cost, spool_sync=" .. mode, lua54("emit_cost.lua",
-    "--n " .. n .. " --reps 3 --spool " .. quote(dir) .. " --spool-sync " .. mode))
-  sh("rm -rf " .. quote(dir))
+if not wan_only then
+  R.emit = measure("emit cost", lua54("emit_cost.lua", "--n " .. COUNT.emit .. " --reps "
+    .. COUNT.emit_reps))
+  for _, mode in ipairs({ "always", "interval", "never" }) do
+    local n = mode == "always" and COUNT.spool_always or COUNT.spool_other
+    local dir = TMP .. "/spool-" .. mode
+    R.spool[mode] = measure("emit cost, spool_sync=" .. mode, lua54("emit_cost.lua",
+      "--n " .. n .. " --reps 3 --spool " .. quote(dir) .. " --spool-sync " .. mode))
+    sh("rm -rf " .. quote(dir))
+  end
 end
 
 -- 2, 3. Throughput and CPU per event, in alternating rounds.
 local function wrk_round()
-  if not HAVE_WRK then return nil end
+  if not HAVE_WRK or wan_only then return nil end
   local seq = seq_for(10000000)
   -- bash's `times` prints the CPU its children (wrk) used: user then system.
   local cmd = "bash -c " .. quote("BENCH_BODY_TEMPLATE=" .. quote(TEMPLATE) .. " BENCH_SEQ=" .. seq
@@ -222,39 +234,46 @@ local function wrk_round()
   }
 end
 
-local tp, wrk, multi = {}, {}, {}
+local tp, wrk, multi, tp_auto = {}, {}, {}, {}
 for round = 1, rounds do
   progress("throughput round %d of %d", round, rounds)
   wrk[#wrk + 1] = wrk_round()
   tp[#tp + 1] = measure("dukanext throughput", lua54("throughput.lua", "--url " .. quote(URL)
     .. " --body-template " .. quote(TEMPLATE) .. " --n " .. COUNT.throughput .. " --seq "
     .. seq_for(COUNT.throughput)))
-  multi[#multi + 1] = measure("C multi loop", quote(MULTI_LOOP) .. " " .. quote(URL) .. " "
-    .. quote(TEMPLATE) .. " " .. COUNT.throughput .. " " .. seq_for(COUNT.throughput) .. " 16")
+  if not wan_only then
+    multi[#multi + 1] = measure("C multi loop", quote(MULTI_LOOP) .. " " .. quote(URL) .. " "
+      .. quote(TEMPLATE) .. " " .. COUNT.throughput .. " " .. seq_for(COUNT.throughput) .. " 16")
+  end
+  tp_auto[#tp_auto + 1] = measure("dukanext throughput, max_in_flight=auto", lua54("throughput.lua",
+    "--url " .. quote(URL) .. " --max-in-flight auto --body-template " .. quote(TEMPLATE) .. " --n "
+    .. COUNT.throughput .. " --seq " .. seq_for(COUNT.throughput)))
 end
 
 -- 4. The alternatives.
-if HAVE_SOCKET then
-  R.socket_http = measure("LuaSocket socket.http", "lua5.4 " .. quote(BENCH .. "/alternatives/socket_http.lua")
-    .. " --url " .. quote(URL) .. " --body-template " .. quote(TEMPLATE) .. " --n " .. COUNT.socket_http
-    .. " --seq " .. seq_for(COUNT.socket_http))
-end
-if HAVE_LUA_CURL then
-  R.lua_curl = measure("lua-curl (Lua 5.1)", "lua5.1 " .. quote(BENCH .. "/alternatives/lua_curl.lua")
-    .. " --url " .. quote(URL) .. " --body-template " .. quote(TEMPLATE) .. " --n " .. COUNT.lua_curl
-    .. " --seq " .. seq_for(COUNT.lua_curl))
-end
+if not wan_only then
+  if HAVE_SOCKET then
+    R.socket_http = measure("LuaSocket socket.http", "lua5.4 " .. quote(BENCH .. "/alternatives/socket_http.lua")
+      .. " --url " .. quote(URL) .. " --body-template " .. quote(TEMPLATE) .. " --n " .. COUNT.socket_http
+      .. " --seq " .. seq_for(COUNT.socket_http))
+  end
+  if HAVE_LUA_CURL then
+    R.lua_curl = measure("lua-curl (Lua 5.1)", "lua5.1 " .. quote(BENCH .. "/alternatives/lua_curl.lua")
+      .. " --url " .. quote(URL) .. " --body-template " .. quote(TEMPLATE) .. " --n " .. COUNT.lua_curl
+      .. " --seq " .. seq_for(COUNT.lua_curl))
+  end
 
-R.cosocket = measure("ngx.socket.tcp cosocket loop", "lua5.4 " .. quote(BENCH .. "/alternatives/cosocket.lua")
-  .. " --url " .. quote(URL) .. " --body-template " .. quote(TEMPLATE) .. " --n " .. COUNT.cosocket
-  .. " --seq " .. seq_for(COUNT.cosocket))
+  R.cosocket = measure("ngx.socket.tcp cosocket loop", "lua5.4 " .. quote(BENCH .. "/alternatives/cosocket.lua")
+    .. " --url " .. quote(URL) .. " --body-template " .. quote(TEMPLATE) .. " --n " .. COUNT.cosocket
+    .. " --seq " .. seq_for(COUNT.cosocket))
 
--- 5, 6. Pump and memory.
-R.pump = measure("pump cost", lua54("pump_cost.lua", "--n " .. COUNT.pump))
-R.memory = measure("memory per queued event", lua54("memory.lua", "--n " .. COUNT.memory))
-R.rss = measure("RSS across " .. COUNT.rss .. " delivered events", lua54("throughput.lua", "--url "
-  .. quote(URL) .. " --body-template " .. quote(TEMPLATE) .. " --n " .. COUNT.rss .. " --seq "
-  .. seq_for(COUNT.rss)))
+  -- 5, 6. Pump and memory.
+  R.pump = measure("pump cost", lua54("pump_cost.lua", "--n " .. COUNT.pump))
+  R.memory = measure("memory per queued event", lua54("memory.lua", "--n " .. COUNT.memory))
+  R.rss = measure("RSS across " .. COUNT.rss .. " delivered events", lua54("throughput.lua", "--url "
+    .. quote(URL) .. " --body-template " .. quote(TEMPLATE) .. " --n " .. COUNT.rss .. " --seq "
+    .. seq_for(COUNT.rss)))
+end
 
 -- 7. HTTP/2 over TLS against HTTP/1.1 over TLS, same listener (ALPN decides).
 for _, version in ipairs({ "1.1", "2" }) do
@@ -269,7 +288,7 @@ end
 R.plain_1_1 = measure("plain, http_version=1.1", lua54("throughput.lua", "--url " .. quote(URL)
   .. " --http-version 1.1 --body-template " .. quote(TEMPLATE) .. " --n " .. COUNT.h2 .. " --seq "
   .. seq_for(COUNT.h2)))
-do
+if not wan_only then
   local started, h2c = pcall(collector_lib.start, { bench = true, http2 = true })
   if not started then
     broke("h2c collector", tostring(h2c))
@@ -284,6 +303,60 @@ do
 end
 
 local collector_errors = collector:error_log_text():match("%[error%][^\n]*")
+
+-- 8. WAN: each answer a round trip late, TLS with HTTP/2 offered (ALPN), TLS with
+-- HTTP/1.1 only (the client offers only http/1.1), and in the clear; defaults against
+-- today's fixed max_in_flight = 16. The collector counts connections and resumptions.
+R.wan = {}
+local WAN_KINDS = {
+  { key = "h2", name = "TLS, HTTP/2 offered" },
+  { key = "h1", name = "TLS, HTTP/1.1 only", args = " --http-version 1.1" },
+  { key = "plain", name = "cleartext HTTP/1.1" },
+}
+for _, delay in ipairs(WAN_DELAYS) do
+  local started, wan = pcall(collector_lib.start, { bench = true, tls = true, http2 = "tls", delay = delay })
+  if not started then
+    broke("WAN collector", tostring(wan))
+  else
+    for _, kind in ipairs(WAN_KINDS) do
+      local url = kind.key == "plain" and wan.url or wan.tls_url
+      for _, config in ipairs({ "auto", "16" }) do
+        wan:reset()
+        local r = measure(string.format("WAN %d ms, %s, max_in_flight=%s", delay * 1000, kind.name,
+          config), lua54("wan.lua", "--url " .. quote(url) .. " --ca-file " .. quote(wan.ca_file)
+          .. (kind.args or "") .. (config == "16" and " --max-in-flight 16" or "") .. " --rate "
+          .. WAN_RATE .. " --seconds " .. COUNT.wan_seconds .. " --body-template " .. quote(TEMPLATE)
+          .. " --seq " .. seq_for(WAN_RATE * COUNT.wan_seconds)))
+        if r then
+          local seen = wan:connections()
+          r.connections, r.tls, r.tls_resumed_seen = seen.connections, seen.tls, seen.tls_resumed
+        end
+        R.wan[delay .. kind.key .. config] = r
+      end
+    end
+    -- The picture in README (full runs): auto over HTTP/2 at the shortest round trip,
+    -- with the collector overloaded (503) for a second in the middle.
+    if delay == WAN_DELAYS[1] and not short then
+      local series = TMP .. "/series"
+      local seconds = COUNT.wan_seconds
+      local r = measure("WAN picture: auto through an overload", lua54("wan.lua", "--url "
+        .. quote(wan.tls_url) .. " --ca-file " .. quote(wan.ca_file) .. " --rate " .. WAN_RATE
+        .. " --seconds " .. seconds .. " --body-template " .. quote(TEMPLATE) .. " --seq "
+        .. seq_for(WAN_RATE * seconds) .. " --series " .. quote(series) .. " --overload-at "
+        .. seconds / 2 .. " --overload-for 1 --control " .. quote(wan.control_base)))
+      if r then
+        local ok, out = sh("lua5.4 " .. quote(BENCH .. "/svg.lua") .. " " .. quote(series) .. " "
+          .. quote(BENCH .. "/auto-limit.svg") .. " " .. quote(string.format(
+          "max_in_flight = \"auto\", TLS + HTTP/2, %d ms round trip, %d events/s offered, 503 for 1 s at %g s",
+          delay * 1000, WAN_RATE, seconds / 2)))
+        if not ok then broke("svg", out) end
+      end
+    end
+    local wan_errors = wan:error_log_text():match("%[error%][^\n]*")
+    wan:stop()
+    if wan_errors then broke("WAN collector", wan_errors) end
+  end
+end
 cleanup()
 if collector_errors then broke("collector", collector_errors) end
 
@@ -355,6 +428,8 @@ row("RSS over " .. COUNT.rss .. " delivered", growth, "%", "from 10% to 100% of 
   "within 5 %", growth and math.abs(growth) <= 5)
 row("", rs.rss_last and rs.rss_last / 1048576, "MiB", "RSS at the end")
 
+-- --wan prints from here on: the rows it measured.
+local wan_rows_from = #rows + 1
 local h1, h2 = R["tls_1.1"] or {}, R["tls_2"] or {}
 row("HTTP/2 over TLS", h2.events_per_s, "ev/s", "HTTP/1.1 over TLS", h1.events_per_s, "ev/s",
   ratio(h2.events_per_s, h1.events_per_s))
@@ -365,6 +440,43 @@ row("h2c (HTTP/2, prior knowledge)", pc.events_per_s, "ev/s", "HTTP/1.1, no TLS"
   ratio(pc.events_per_s, p1.events_per_s))
 row("", pc.cpu_us_per_event, "us", "CPU/event, HTTP/1.1", p1.cpu_us_per_event, "us",
   ratio(pc.cpu_us_per_event, p1.cpu_us_per_event))
+
+local auto_eps = medians(tp_auto, "events_per_s")
+local r_auto = ratio(auto_eps, tp_eps)
+row("loopback, defaults (auto)", auto_eps, "ev/s", "fixed max_in_flight=16", tp_eps, "ev/s", r_auto,
+  ">= 0.95x", r_auto and r_auto >= 0.95)
+row("", medians(tp_auto, "cpu_us_per_event"), "us", "CPU/event, fixed 16", tp_cpu, "us",
+  ratio(medians(tp_auto, "cpu_us_per_event"), tp_cpu))
+
+-- WAN rows: delivered events/s against the fixed 16 of the same round trip and
+-- protocol, then what the collector saw: connections (TLS ones resumed), refusals,
+-- CPU per delivered event.
+local WAN_TARGETS = {
+  ["0.05h2"] = { 3000, 4 }, ["0.15h2"] = { 1000, 4 }, ["0.05h1"] = { 1000, 32 },
+}
+for _, delay in ipairs(WAN_DELAYS) do
+  for _, kind in ipairs(WAN_KINDS) do
+    local a, f = R.wan[delay .. kind.key .. "auto"] or {}, R.wan[delay .. kind.key .. "16"] or {}
+    local target = WAN_TARGETS[delay .. kind.key]
+    local holds
+    if target and a.events_per_s then
+      holds = a.events_per_s >= target[1] and a.connections <= target[2]
+    end
+    row(string.format("WAN %d ms, %s, defaults", delay * 1000, kind.name), a.events_per_s, "ev/s",
+      "fixed max_in_flight=16", f.events_per_s, "ev/s", ratio(a.events_per_s, f.events_per_s),
+      target and string.format(">= %d ev/s on <= %d conn.", target[1], target[2]), holds)
+    local function seen(r)
+      if not r.connections then return "-" end
+      local tls = r.tls > 0 and string.format(", TLS %d full + %d resumed", r.tls - r.tls_resumed_seen,
+        r.tls_resumed_seen) or ""
+      return string.format("%d conn.%s, %d refused, limit %s", r.connections, tls, r.refused,
+        tostring(r.in_flight_limit or "-"))
+    end
+    rows[#rows + 1] = { "", seen(a), "", seen(f), "", "", "" }
+    row("", a.cpu_us_per_event, "us", "CPU/event, fixed 16", f.cpu_us_per_event, "us",
+      ratio(a.cpu_us_per_event, f.cpu_us_per_event))
+  end
+end
 
 for _, mode in ipairs({ "always", "interval", "never" }) do
   local s = R.spool[mode] or {}
@@ -389,7 +501,9 @@ line(header)
 local sep = {}
 for i = 1, 7 do sep[i] = string.rep("-", widths[i]) end
 print("|-" .. table.concat(sep, "-|-") .. "-|")
-for _, r in ipairs(rows) do line(r) end
+for i, r in ipairs(rows) do
+  if not wan_only or (i >= wan_rows_from and r[2] .. r[4] ~= "-") then line(r) end
+end
 print("CPU figures are process CPU (user + system) per event; throughput is the median of "
   .. rounds .. " round(s).")
 print("The OpenResty storefront latency bench is separate: bench/openresty_latency.sh")

@@ -1,7 +1,7 @@
 -- Rows 2 and 3 (and 7): events delivered per second end to end by one process that
 -- emits and pumps, and the CPU that process spent per delivered event.
 --   lua5.4 bench/throughput.lua --url URL --body-template FILE [--n 60000] [--seq 1]
---     [--max-in-flight 16] [--mode steady|burst] [--http-version 1.1|2|...] [--ca-file F]
+--     [--max-in-flight 16|auto] [--mode steady|burst] [--http-version 1.1|2|...] [--ca-file F]
 -- steady: keeps a backlog of 4 x max_in_flight events queued, emitting as deliveries
 --   free room, and waits in flush(0.001) (curl_multi_poll, not a spin) in between: the
 --   loop of a host that produces events all the time.
@@ -17,13 +17,15 @@ local dn = require("dukanext")
 local args = lib.args(arg)
 local N = args.n or 60000
 local SEQ = args.seq or 1
-local IN_FLIGHT = args.max_in_flight or 16
+local AUTO = args.max_in_flight == "auto"
+-- With auto, the backlog and the warm-up are those of auto's cap (256).
+local IN_FLIGHT = AUTO and 256 or args.max_in_flight or 16
 local MODE = args.mode or "steady"
 assert(args.url, "--url is required")
 
 local client = dn.new({
   endpoint = args.url,
-  max_in_flight = IN_FLIGHT,
+  max_in_flight = AUTO and "auto" or IN_FLIGHT,
   max_queue = N + 1,
   max_queue_bytes = 1024 * 1024 * 1024,
   -- lib.args reads "1.1" and "2" as numbers.
@@ -88,7 +90,7 @@ client:close()
 lib.emit_result({
   mode = MODE,
   n = N,
-  max_in_flight = IN_FLIGHT,
+  max_in_flight = AUTO and "auto" or IN_FLIGHT,
   http_version = args.http_version and tostring(args.http_version) or "default",
   events_per_s = N / (w1 - w0),
   cpu_us_per_event = (c1 - c0) / N * 1e6,

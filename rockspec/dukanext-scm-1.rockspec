@@ -32,10 +32,10 @@ build = {
     dukanext = {
       sources = {
         "src/buf.c", "src/os_posix.c", "src/os_linux.c", "src/ids.c", "src/json.c", "src/body.c", "src/session.c",
-        "src/queue.c", "src/policy.c", "src/config.c", "src/transport.c", "src/client.c",
-        "src/file_store.c", "src/spool_record.c", "src/spool_files.c", "src/spool_adopt.c", "src/spool.c",
-        "src/url.c", "src/suggest.c", "src/dukanext.c", "src/binding_emit.c", "src/binding_storage.c",
-        "src/binding_options.c",
+        "src/queue.c", "src/policy.c", "src/config.c", "src/transport.c", "src/concurrency.c",
+        "src/client.c", "src/file_store.c", "src/spool_record.c", "src/spool_files.c",
+        "src/spool_adopt.c", "src/spool.c", "src/url.c", "src/suggest.c", "src/dukanext.c",
+        "src/binding_emit.c", "src/binding_storage.c", "src/binding_options.c",
       },
       defines = { "_GNU_SOURCE" },
       incdirs = { "src", "$(CURL_INCDIR)" },

@@ -164,7 +164,7 @@ print(pcall(dn.new, setmetatable({ endpoint = EP }, { __index = { spool_sync = {
         { { max_retries = 1e12 }, "option 'max_retries' must be an integer from 0 to 100" },
         { { retry_base = -1 }, "option 'retry_base' must be a number of seconds from 0 to" },
         { { retry_max = -5 }, "option 'retry_max' must be a number of seconds from 0 to" },
-        { { max_in_flight = 0 }, "option 'max_in_flight' must be an integer from 1 to 1024" },
+        { { max_in_flight = 0 }, "option 'max_in_flight' must be \"auto\" or an integer from 1 to 1024" },
       }
       for _, case in ipairs(cases) do
         local ok, err = pcall(dn.new, inherited(case[1]))
@@ -177,7 +177,7 @@ print(pcall(dn.new, setmetatable({ endpoint = EP }, { __index = { spool_sync = {
       -- Not inherited, the same value gets the same answer.
       ok, err = pcall(dn.new, { endpoint = EP, max_in_flight = 0 })
       assert.is_false(ok)
-      assert.matches("option 'max_in_flight' must be an integer from 1 to 1024", err)
+      assert.matches("option 'max_in_flight' must be \"auto\" or an integer from 1 to 1024", err)
     end)
 
     it("are read once each, and what was checked is what applies", function()

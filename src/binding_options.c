@@ -14,6 +14,7 @@ typedef enum option_kind {
     OPT_TEXT,
     OPT_SECONDS,
     OPT_COUNT,
+    OPT_COUNT_OR_AUTO, /* an integer, or "auto" stored as 0 */
     OPT_FLAG,
     OPT_HEADERS,
     OPT_STORAGE,
@@ -45,7 +46,9 @@ static const option_spec option_specs[] = {
     {"connect_timeout", OPT_SECONDS, CONFIG_FIELD(connect_timeout_ms), 0.001, 1e6},
     {"max_queue", OPT_COUNT, CONFIG_FIELD(max_queue), 1, 1e9},
     {"max_queue_bytes", OPT_COUNT, CONFIG_FIELD(max_queue_bytes), 4096, 1099511627776.0},
-    {"max_in_flight", OPT_COUNT, CONFIG_FIELD(max_in_flight), 1, 1024},
+    {"max_in_flight", OPT_COUNT_OR_AUTO, CONFIG_FIELD(max_in_flight), 1, 1024},
+    {"max_in_flight_cap", OPT_COUNT, CONFIG_FIELD(max_in_flight_cap), 1, 1024},
+    {"max_connections", OPT_COUNT, CONFIG_FIELD(max_connections), 1, 1024},
     {"max_retries", OPT_COUNT, CONFIG_FIELD(max_retries), 0, 100},
     {"retry_base", OPT_SECONDS, CONFIG_FIELD(retry_base_ms), 0, 1e6},
     {"retry_max", OPT_SECONDS, CONFIG_FIELD(retry_max_ms), 0, 1e6},
@@ -125,6 +128,25 @@ static int storage_has_functions_protected(lua_State *L)
     return 1;
 }
 
+static void check_number_option(lua_State *L, const option_spec *spec, int value)
+{
+    int t = lua_type(L, value);
+    if (spec->kind == OPT_COUNT_OR_AUTO && t == LUA_TSTRING &&
+        strcmp(lua_tostring(L, value), "auto") == 0)
+        return;
+    double n = lua_tonumber(L, value);
+    const char *unit = spec->kind == OPT_SECONDS ? "a number of seconds"
+                       : spec->kind == OPT_COUNT ? "an integer"
+                                                 : "\"auto\" or an integer";
+    if (t != LUA_TNUMBER || n != n || n < spec->min || n > spec->max ||
+        (spec->kind != OPT_SECONDS && floor(n) != n)) {
+        /* lua_pushfstring knows no %g */
+        char range[64];
+        snprintf(range, sizeof range, "from %g to %g", spec->min, spec->max);
+        luaL_error(L, "dukanext: option '%s' must be %s %s", spec->name, unit, range);
+    }
+}
+
 static void check_option(lua_State *L, const option_spec *spec, int value)
 {
     int t = lua_type(L, value);
@@ -151,18 +173,10 @@ static void check_option(lua_State *L, const option_spec *spec, int value)
         break;
     }
     case OPT_SECONDS:
-    case OPT_COUNT: {
-        double n = lua_tonumber(L, value);
-        const char *unit = spec->kind == OPT_SECONDS ? "a number of seconds" : "an integer";
-        if (t != LUA_TNUMBER || n != n || n < spec->min || n > spec->max ||
-            (spec->kind == OPT_COUNT && floor(n) != n)) {
-            /* lua_pushfstring knows no %g */
-            char range[64];
-            snprintf(range, sizeof range, "from %g to %g", spec->min, spec->max);
-            luaL_error(L, "dukanext: option '%s' must be %s %s", spec->name, unit, range);
-        }
+    case OPT_COUNT:
+    case OPT_COUNT_OR_AUTO:
+        check_number_option(L, spec, value);
         break;
-    }
     case OPT_FLAG:
         if (t != LUA_TBOOLEAN) luaL_error(L, "dukanext: option '%s' must be a boolean", spec->name);
         break;
@@ -296,7 +310,10 @@ bool apply_options(lua_State *L, int base, dn_config *config)
             *(int64_t *)(void *)field = (int64_t)llround(lua_tonumber(L, value) * 1000.0);
             break;
         case OPT_COUNT:
-            *(size_t *)(void *)field = (size_t)lua_tonumber(L, value);
+        case OPT_COUNT_OR_AUTO:
+            /* "auto" reads as 0 */
+            *(size_t *)(void *)field =
+                lua_type(L, value) == LUA_TNUMBER ? (size_t)lua_tonumber(L, value) : 0;
             break;
         case OPT_FLAG:
             *(bool *)(void *)field = lua_toboolean(L, value);

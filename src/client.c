@@ -77,13 +77,17 @@ static void spool_open(dn_client *c, int64_t now_ms)
     dn_spool_replay(c->spool, replay_spooled, c);
 }
 
+static void limit_host_connections(dn_hub *hub);
+static void update_connection_holders(dn_client *c);
+
 dn_client *dn_client_new(dn_hub *hub, dn_config *config)
 {
     /* In a child whose first call is new: settle the fork now, or the next call would
      * take the new client for the parent's and drop the spool it just opened. */
     dn_hub_check_fork(hub);
     dn_client *c = calloc(1, sizeof *c);
-    dn_slot *slots = config->max_in_flight ? calloc(config->max_in_flight, sizeof *slots) : NULL;
+    size_t slot_count = config->max_in_flight ? config->max_in_flight : config->max_in_flight_cap;
+    dn_slot *slots = slot_count ? calloc(slot_count, sizeof *slots) : NULL;
     if (!c || !slots ||
         (!config->user_agent && !dn_config_set_string(&config->user_agent, DN_VERSION_UA))) {
         free(c);
@@ -112,6 +116,9 @@ dn_client *dn_client_new(dn_hub *hub, dn_config *config)
     c->config = *config;
     memset(config, 0, sizeof *config);
     c->slots = slots;
+    c->slot_count = slot_count;
+    dn_concurrency_init(&c->concurrency, (unsigned)c->config.max_in_flight, (unsigned)slot_count,
+                        dn_mono_us());
     dn_queue_init(&c->queue);
     c->transport_options = (dn_transport_options){
         .endpoint = c->config.endpoint,
@@ -249,7 +256,7 @@ size_t dn_client_close(dn_client *c)
     if (c->closed) return 0;
     c->closed = true;
     size_t undelivered = 0;
-    for (size_t i = 0; i < c->config.max_in_flight; i++) {
+    for (size_t i = 0; i < c->slot_count; i++) {
         dn_slot *slot = &c->slots[i];
         dn_event *e = dn_slot_cancel(&c->hub->transport, slot);
         if (e) {
@@ -260,6 +267,7 @@ size_t dn_client_close(dn_client *c)
     }
     c->in_flight = 0;
     c->in_flight_bytes = 0;
+    update_connection_holders(c);
     for (dn_event *e = dn_queue_take_all(&c->queue); e;) {
         dn_event *next = e->next;
         dn_event_free(e);
@@ -357,7 +365,7 @@ void dn_hub_check_fork(dn_hub *hub)
     /* What was queued or in flight belongs to the parent, which goes on delivering it;
      * the child starts empty so that nothing is sent twice. */
     for (dn_client *c = hub->clients; c; c = c->next) {
-        for (size_t i = 0; i < c->config.max_in_flight; i++) {
+        for (size_t i = 0; i < c->slot_count; i++) {
             dn_event *e = c->slots[i].event;
             dn_slot_release_inherited(&hub->transport, &c->slots[i]);
             dn_event_free(e);
@@ -367,6 +375,7 @@ void dn_hub_check_fork(dn_hub *hub)
         dn_queue_free(&c->queue);
         c->reports_pending = 0;
         c->paused_until_ms = 0;
+        c->holds_connections = false;
         memset(&c->stats, 0, sizeof c->stats);
         /* The parent keeps its spool writer; the child becomes a writer of its own on
          * its first event. */
@@ -379,11 +388,33 @@ void dn_hub_check_fork(dn_hub *hub)
     hub->spool_due_ms = INT64_MAX;
     hub->idle_clients = true;
     dn_transport_renew(&hub->transport);
+    limit_host_connections(hub);
+}
+
+/* curl has one bound of connections per host for the whole multi handle: the largest
+ * any client with attempts in flight needs. An idle client's HTTP/1.1 bound must not
+ * let a busy HTTP/2 client's burst open a connection per attempt (see
+ * follow_protocol); when no client is busy the bound stays as it was. */
+static void limit_host_connections(dn_hub *hub)
+{
+    size_t most = 0;
+    for (dn_client *c = hub->clients; c; c = c->next)
+        if (c->holds_connections && c->host_connections > most) most = c->host_connections;
+    if (most > 0) dn_transport_limit_host_connections(&hub->transport, (long)most);
+}
+
+/* Called whenever in_flight may have left or reached 0. */
+static void update_connection_holders(dn_client *c)
+{
+    bool holds = !c->closed && c->in_flight > 0;
+    if (holds == c->holds_connections) return;
+    c->holds_connections = holds;
+    limit_host_connections(c->hub);
 }
 
 static dn_slot *idle_slot(dn_client *c)
 {
-    for (size_t i = 0; i < c->config.max_in_flight; i++) {
+    for (size_t i = 0; i < c->slot_count; i++) {
         dn_slot *slot = &c->slots[i];
         if (slot->event) continue;
         if (slot->easy || dn_slot_open(slot, &c->hub->transport, c, &c->transport_options))
@@ -397,7 +428,19 @@ static dn_slot *idle_slot(dn_client *c)
 static void start_due(dn_client *c, int64_t now_ms)
 {
     if (c->closed || c->paused_until_ms > now_ms) return;
-    while (c->in_flight < c->config.max_in_flight && dn_queue_next_due(&c->queue) <= now_ms) {
+    /* Until an answer tells the protocol, the bound of HTTP/1.1. */
+    if (c->host_connections == 0) c->host_connections = c->config.max_connections;
+    /* Counted before the first attempt starts, so that its bound is in force. */
+    if (!c->holds_connections && dn_queue_next_due(&c->queue) <= now_ms) {
+        c->holds_connections = true;
+        limit_host_connections(c->hub);
+    }
+    size_t limit = dn_concurrency_limit(&c->concurrency);
+    while (dn_queue_next_due(&c->queue) <= now_ms) {
+        if (c->in_flight >= limit) {
+            dn_concurrency_saturated(&c->concurrency);
+            return;
+        }
         dn_slot *slot = idle_slot(c);
         if (!slot) return;
         dn_event *e = dn_queue_pop_due(&c->queue, now_ms);
@@ -411,6 +454,7 @@ static void start_due(dn_client *c, int64_t now_ms)
             }
             return;
         }
+        slot->started_us = dn_mono_us();
         c->in_flight++;
         c->in_flight_bytes += dn_event_size(e);
     }
@@ -437,6 +481,39 @@ static void describe_failure(const dn_attempt_result *r, char *code, size_t code
     snprintf(message, message_size, "the server answered HTTP %ld", r->status);
 }
 
+/* Once curl has learnt that a server multiplexes, it opens a new connection for every
+ * attempt that finds the existing ones full, until that connection has said it
+ * multiplexes too (libcurl 7.88): a burst beyond the streams of one connection would
+ * open as many connections as attempts. Bounding the connections per host makes
+ * those attempts wait in curl for a stream instead. */
+static void follow_protocol(dn_client *c, long http_version)
+{
+    bool one_per_connection =
+        http_version == CURL_HTTP_VERSION_1_0 || http_version == CURL_HTTP_VERSION_1_1;
+    size_t wanted = c->config.max_connections;
+    if (http_version != 0 && !one_per_connection)
+        wanted = (c->slot_count + DN_STREAMS_PER_CONNECTION - 1) / DN_STREAMS_PER_CONNECTION;
+    if (http_version != 0)
+        dn_concurrency_set_ceiling(&c->concurrency,
+                                   one_per_connection ? (unsigned)c->config.max_connections : 0);
+    if (wanted != c->host_connections) {
+        c->host_connections = wanted;
+        limit_host_connections(c->hub);
+    }
+}
+
+/* Feeds the concurrency rule and the connection counters with one attempt's end. */
+static void observe_attempt(dn_client *c, const dn_slot *slot, const dn_attempt_result *r)
+{
+    if (r->new_connection) c->stats.connects++;
+    if (r->tls_resumed) c->stats.tls_resumed++;
+    follow_protocol(c, r->http_version);
+    bool overload =
+        r->curl_code != CURLE_OK || r->status == 429 || r->status == 503 || r->status == 504;
+    dn_concurrency_attempt_done(&c->concurrency, slot->started_us, dn_mono_us(), r->latency_us,
+                                overload ? DN_SIGNAL_OVERLOAD : DN_SIGNAL_ANSWERED);
+}
+
 static void attempt_done(void *ud, dn_slot *slot, dn_event *e, const dn_attempt_result *r)
 {
     dn_hub *hub = ud;
@@ -444,6 +521,7 @@ static void attempt_done(void *ud, dn_slot *slot, dn_event *e, const dn_attempt_
     int64_t now = dn_mono_ms();
     c->in_flight--;
     c->in_flight_bytes -= dn_event_size(e);
+    observe_attempt(c, slot, r);
 
     dn_verdict verdict = r->curl_code != CURLE_OK ? dn_verdict_for_curl(r->curl_code)
                                                   : dn_verdict_for_status(r->status);
@@ -489,6 +567,7 @@ static void attempt_done(void *ud, dn_slot *slot, dn_event *e, const dn_attempt_
         queue_report(c, code, r->curl_code == CURLE_OK ? r->status : 0, message, e);
     }
     start_due(c, now);
+    update_connection_holders(c);
     settle(c);
 }
 
@@ -531,7 +610,9 @@ int dn_hub_idle_ms(dn_hub *hub, int64_t now_ms, int limit_ms)
     if (curl_ms >= 0 && curl_ms < wait) wait = curl_ms;
     if (hub->spool_due_ms - now_ms < wait) wait = hub->spool_due_ms - now_ms;
     for (dn_client *c = hub->clients; c; c = c->next) {
-        if (c->closed || c->queue.count == 0 || c->in_flight >= c->config.max_in_flight) continue;
+        if (c->closed || c->queue.count == 0 ||
+            c->in_flight >= dn_concurrency_limit(&c->concurrency))
+            continue;
         int64_t due = dn_queue_next_due(&c->queue);
         if (due < c->paused_until_ms) due = c->paused_until_ms;
         if (due - now_ms < wait) wait = due - now_ms;

@@ -4,6 +4,7 @@
 #ifndef DN_CLIENT_H
 #define DN_CLIENT_H
 
+#include "concurrency.h"
 #include "config.h"
 #include "policy.h"
 #include "queue.h"
@@ -25,6 +26,8 @@ typedef struct dn_stats {
     uint64_t unspooled;               /* accepted in memory only: the spool failed */
     uint64_t retries;                 /* further attempts scheduled after a retryable failure */
     uint64_t cancelled;               /* undelivered when the client was closed */
+    uint64_t connects;                /* connections its attempts opened */
+    uint64_t tls_resumed;             /* ... of which resumed a TLS session */
 } dn_stats;
 
 /* A failure waiting to be passed to on_error from the next pump, flush or close. */
@@ -48,7 +51,14 @@ typedef struct dn_client {
     dn_config config;
     dn_transport_options transport_options;
     dn_queue queue;
-    dn_slot *slots; /* max_in_flight of them, opened on first use */
+    dn_slot *slots;    /* slot_count of them, opened on first use */
+    size_t slot_count; /* a fixed max_in_flight, or auto's cap */
+    dn_concurrency concurrency;
+    /* Connections it needs to its endpoint: max_connections until an answer says the
+     * endpoint multiplexes (HTTP/2), then enough for its limit's streams; counted in
+     * the transport's bound while it has attempts in flight (holds_connections). */
+    size_t host_connections;
+    bool holds_connections;
     size_t in_flight;
     size_t in_flight_bytes;
     int64_t paused_until_ms; /* Retry-After: no attempt of this client starts before */

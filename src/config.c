@@ -12,7 +12,9 @@ void dn_config_defaults(dn_config *c)
     c->connect_timeout_ms = 5000;
     c->max_queue = 10000;
     c->max_queue_bytes = 32 * 1024 * 1024;
-    c->max_in_flight = 16;
+    c->max_in_flight = 0;
+    c->max_in_flight_cap = 256;
+    c->max_connections = 32;
     c->max_retries = 5;
     c->max_body = 65536;
     c->retry_base_ms = 500;

@@ -29,7 +29,9 @@ typedef struct dn_config {
     int64_t connect_timeout_ms;
     size_t max_queue;
     size_t max_queue_bytes;
-    size_t max_in_flight;
+    size_t max_in_flight;     /* 0: auto (the concurrency rule), else fixed */
+    size_t max_in_flight_cap; /* auto's ceiling */
+    size_t max_connections;   /* per host: HTTP/1.1 carries one attempt per connection */
     size_t max_retries;
     size_t max_body;
     int64_t retry_base_ms;

@@ -397,7 +397,7 @@ static int client_stats(lua_State *L)
     lclient *lc = enter_client(L, 1);
     dn_hub_check_fork(lc->core->hub); /* a child counts from zero */
     const dn_client *c = lc->core;
-    lua_createtable(L, 0, 16);
+    lua_createtable(L, 0, 21);
     set_count(L, "queued", c->queue.count);
     set_count(L, "in_flight", c->in_flight);
     set_count(L, "sent", c->stats.sent);
@@ -413,6 +413,12 @@ static int client_stats(lua_State *L)
     set_count(L, "spool_bytes", c->spool ? dn_spool_bytes(c->spool) : 0);
     set_count(L, "retries", c->stats.retries);
     set_count(L, "cancelled", c->stats.cancelled);
+    set_count(L, "in_flight_limit", dn_concurrency_limit(&c->concurrency));
+    lua_pushnumber(L, dn_concurrency_latency_ms(&c->concurrency));
+    lua_setfield(L, -2, "latency_ms");
+    set_count(L, "connections", dn_transport_connections(&c->hub->transport));
+    set_count(L, "connects", c->stats.connects);
+    set_count(L, "tls_resumed", c->stats.tls_resumed);
     return leave_client(lc, 1);
 }
 

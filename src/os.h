@@ -68,6 +68,10 @@ typedef pthread_mutex_t dn_mutex;
 
 /* Threads: run once per process, and a lock for the few process-wide tables. */
 void dn_once_run(dn_once *once, void (*fn)(void));
+
+/* The address of `symbol` in the first of `libraries` (a NULL-ended list of names) that
+ * this process has already loaded, without loading any; NULL when none has it. */
+void *dn_os_loaded_symbol(const char *const *libraries, const char *symbol);
 void dn_mutex_lock(dn_mutex *m);
 void dn_mutex_unlock(dn_mutex *m);
 
@@ -80,6 +84,8 @@ bool dn_os_random(void *buf, size_t len);
 int64_t dn_wall_ms(void);
 /* Monotonic milliseconds: retry schedules and deadlines, immune to clock steps. */
 int64_t dn_mono_ms(void);
+/* Monotonic microseconds: latencies of attempts. */
+int64_t dn_mono_us(void);
 unsigned long dn_process_id(void);
 
 /* Counts the forks this process descends from (0 in the original process, and always

@@ -72,6 +72,26 @@ int64_t dn_mono_ms(void)
     return clock_ms(CLOCK_MONOTONIC);
 }
 
+int64_t dn_mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+void *dn_os_loaded_symbol(const char *const *libraries, const char *symbol)
+{
+    void *found = NULL;
+    for (size_t i = 0; libraries[i] && !found; i++) {
+        void *lib = dlopen(libraries[i], RTLD_LAZY | RTLD_NOLOAD);
+        if (!lib) continue;
+        found = dlsym(lib, symbol);
+        /* RTLD_NOLOAD took a reference: whoever loaded the library keeps it loaded. */
+        dlclose(lib);
+    }
+    return found;
+}
+
 unsigned long dn_process_id(void)
 {
     return (unsigned long)getpid();

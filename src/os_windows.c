@@ -90,6 +90,24 @@ int64_t dn_mono_ms(void)
     return seconds * 1000 + rest * 1000 / frequency.QuadPart;
 }
 
+/* Windows' libcurl speaks Schannel here: no library of ours to look into. */
+void *dn_os_loaded_symbol(const char *const *libraries, const char *symbol)
+{
+    (void)libraries;
+    (void)symbol;
+    return NULL;
+}
+
+int64_t dn_mono_us(void)
+{
+    LARGE_INTEGER count, frequency;
+    QueryPerformanceCounter(&count);
+    QueryPerformanceFrequency(&frequency);
+    int64_t seconds = count.QuadPart / frequency.QuadPart;
+    int64_t rest = count.QuadPart % frequency.QuadPart;
+    return seconds * 1000000 + rest * 1000000 / frequency.QuadPart;
+}
+
 unsigned long dn_process_id(void)
 {
     return (unsigned long)GetCurrentProcessId();

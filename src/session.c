@@ -194,6 +194,14 @@ dn_id_outcome dn_session_memo_resolve(const dn_session_memo *memo, const char *s
     return DN_ID_KEPT;
 }
 
+size_t dn_session_memo_record_with_expiry(const dn_session_memo *memo, int64_t expires_ms,
+                                          char *out, size_t out_size)
+{
+    if (!memo->record_len) return 0;
+    return dn_session_record_with_expiry(memo->record, memo->record_len, memo->session.id_len,
+                                         expires_ms, out, out_size);
+}
+
 void dn_session_memo_free(dn_session_memo *memo)
 {
     free(memo->record);

@@ -73,14 +73,8 @@ dn_id_outcome dn_session_memo_resolve(const dn_session_memo *memo, const char *s
                                       int64_t now_ms, int64_t ttl_ms, dn_session *out,
                                       bool *as_written);
 /* The remembered record with the expiry replaced (see dn_session_record_with_expiry). */
-static inline size_t dn_session_memo_record_with_expiry(const dn_session_memo *memo,
-                                                        int64_t expires_ms, char *out,
-                                                        size_t out_size)
-{
-    if (!memo->record_len) return 0;
-    return dn_session_record_with_expiry(memo->record, memo->record_len, memo->session.id_len,
-                                         expires_ms, out, out_size);
-}
+size_t dn_session_memo_record_with_expiry(const dn_session_memo *memo, int64_t expires_ms,
+                                          char *out, size_t out_size);
 void dn_session_memo_free(dn_session_memo *memo);
 
 #endif

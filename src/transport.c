@@ -193,17 +193,35 @@ bool dn_transport_init(dn_transport *t)
     curl_multi_setopt(t->multi, CURLMOPT_SOCKETDATA, t);
     curl_multi_setopt(t->multi, CURLMOPT_TIMERFUNCTION, on_timer);
     curl_multi_setopt(t->multi, CURLMOPT_TIMERDATA, t);
+    /* curl's own default is 100 streams; the server's SETTINGS may lower it. */
+    curl_multi_setopt(t->multi, CURLMOPT_MAX_CONCURRENT_STREAMS, (long)DN_STREAMS_PER_CONNECTION);
+    /* Without a share handle each easy handle keeps its own TLS session cache, and
+     * every new connection costs a full handshake: worse, not broken. */
+    t->share = curl_share_init();
+    if (t->share) {
+        curl_share_setopt(t->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
+        curl_share_setopt(t->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
+    }
     return true;
+}
+
+void dn_transport_limit_host_connections(dn_transport *t, long max_connections)
+{
+    if (max_connections == t->max_host_connections) return;
+    t->max_host_connections = max_connections;
+    curl_multi_setopt(t->multi, CURLMOPT_MAX_HOST_CONNECTIONS, max_connections);
 }
 
 void dn_transport_cleanup(dn_transport *t)
 {
     if (t->multi) curl_multi_cleanup(t->multi);
+    if (t->share) curl_share_cleanup(t->share);
     dn_poller_free(t->poller);
     free(t->sockets);
     free(t->socket_states);
     t->multi = NULL;
     t->poller = NULL;
+    t->share = NULL;
     t->sockets = NULL;
     t->socket_states = NULL;
     t->socket_state_len = 0;
@@ -237,8 +255,10 @@ bool dn_transport_renew(dn_transport *t)
 {
     if (t->keep_inherited) {
         keep_inherited(t->multi);
+        if (t->share) keep_inherited(t->share);
     } else {
         curl_multi_cleanup(t->multi);
+        if (t->share) curl_share_cleanup(t->share);
     }
     /* What is left are copies curl did not close: ours to close, the parent's
      * connections are unaffected. */
@@ -285,6 +305,82 @@ static size_t keep_answer(char *data, size_t size, size_t nmemb, void *userdata)
     return n; /* up to the limit, what does not fit is read and dropped */
 }
 
+#if LIBCURL_VERSION_NUM >= 0x075000
+/* OpenSSL's SSL_session_reused, found in the libssl libcurl already loaded rather than
+ * linked: a libcurl built on another TLS library (Schannel, Secure Transport) leaves it
+ * NULL, and resumptions are then not counted. */
+typedef int (*session_reused_fn)(const void *ssl);
+static session_reused_fn session_reused;
+static dn_once session_reused_once = DN_ONCE_INIT;
+
+static void find_session_reused(void)
+{
+    static const char *const libraries[] = {"libssl.so.3", "libssl.so.1.1", "libssl.so",
+                                            "libssl.3.dylib", NULL};
+    void *symbol = dn_os_loaded_symbol(libraries, "SSL_session_reused");
+    memcpy(&session_reused, &symbol, sizeof symbol);
+}
+
+static bool tls_session_resumed(CURL *easy)
+{
+    struct curl_tlssessioninfo *tls = NULL;
+    if (curl_easy_getinfo(easy, CURLINFO_TLS_SSL_PTR, &tls) != CURLE_OK || !tls ||
+        tls->backend != CURLSSLBACKEND_OPENSSL || !tls->internals)
+        return false;
+    dn_once_run(&session_reused_once, find_session_reused);
+    return session_reused && session_reused(tls->internals) == 1;
+}
+
+/* curl lets the TLS object of a connection be read only while a transfer holds it:
+ * just before the request goes out, on a connection this attempt opened (libcurl 7.80
+ * and later; before, resumptions are not counted). */
+static int on_connection_ready(void *userdata, char *remote_ip, char *local_ip, int remote_port,
+                               int local_port)
+{
+    (void)remote_ip;
+    (void)local_ip;
+    (void)remote_port;
+    (void)local_port;
+    dn_slot *slot = userdata;
+    long connects = 0;
+    curl_easy_getinfo(slot->easy, CURLINFO_NUM_CONNECTS, &connects);
+    slot->tls_resumed = connects > 0 && tls_session_resumed(slot->easy);
+    return CURL_PREREQFUNC_OK;
+}
+#endif
+
+/* The HTTP version asked for, and whether an attempt waits for a connection being set
+ * up to say whether it multiplexes. */
+static CURLcode set_http_version(CURL *e, const dn_transport_options *o)
+{
+    CURLcode rc = CURLE_OK;
+#define SET(opt, val)                                                                              \
+    if (rc == CURLE_OK) rc = curl_easy_setopt(e, opt, val)
+    if (o->http_version == DN_HTTP_1_1) SET(CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
+    if (o->http_version == DN_HTTP_2) SET(CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
+    if (o->http_version == DN_HTTP_2_PRIOR_KNOWLEDGE) {
+        SET(CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE);
+        /* libcurl 7.88.0 and 7.88.1 (Debian 12's) fail every transfer that reuses an
+         * h2c connection with "Error in the HTTP2 framing layer" (curl issue 10634,
+         * fixed in 7.89.0). There, each attempt gets a connection of its own: slower,
+         * but every event arrives. */
+        if (h2c_reuse_broken()) {
+            SET(CURLOPT_FRESH_CONNECT, 1L);
+            SET(CURLOPT_FORBID_REUSE, 1L);
+        }
+    }
+    /* Where HTTP/2 may be spoken (TLS: ALPN), a new attempt waits for the connection
+     * being set up to say whether it multiplexes, and then goes over it, instead of
+     * opening one connection per attempt; curl opens another only when that one is
+     * full. In the clear (HTTP/1.1 here) waiting would only hold every attempt of a
+     * burst until the first answer. */
+    bool tls = strncasecmp(o->endpoint, "https:", 6) == 0;
+    if (tls && (o->http_version == DN_HTTP_2 || o->http_version == DN_HTTP_DEFAULT))
+        SET(CURLOPT_PIPEWAIT, 1L);
+#undef SET
+    return rc;
+}
+
 bool dn_slot_open(dn_slot *slot, dn_transport *t, void *owner, const dn_transport_options *o)
 {
     memset(slot, 0, sizeof *slot);
@@ -318,6 +414,11 @@ bool dn_slot_open(dn_slot *slot, dn_transport *t, void *owner, const dn_transpor
     SET(CURLOPT_OPENSOCKETDATA, t);
     SET(CURLOPT_CLOSESOCKETFUNCTION, close_socket);
     SET(CURLOPT_CLOSESOCKETDATA, t);
+#if LIBCURL_VERSION_NUM >= 0x075000
+    SET(CURLOPT_PREREQFUNCTION, on_connection_ready);
+    SET(CURLOPT_PREREQDATA, slot);
+#endif
+    if (t->share) SET(CURLOPT_SHARE, t->share);
 #if LIBCURL_VERSION_NUM >= 0x075700
     /* Lets close() leave a name lookup that hangs instead of joining its thread: the
      * flush and close deadlines would otherwise depend on the resolver. */
@@ -326,22 +427,7 @@ bool dn_slot_open(dn_slot *slot, dn_transport *t, void *owner, const dn_transpor
     if (o->ca_file) SET(CURLOPT_CAINFO, o->ca_file);
     if (o->ca_path) SET(CURLOPT_CAPATH, o->ca_path);
     if (o->proxy) SET(CURLOPT_PROXY, o->proxy);
-    if (o->http_version == DN_HTTP_1_1) SET(CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
-    if (o->http_version == DN_HTTP_2) SET(CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
-    if (o->http_version == DN_HTTP_2_PRIOR_KNOWLEDGE) {
-        SET(CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE);
-        /* libcurl 7.88.0 and 7.88.1 (Debian 12's) fail every transfer that reuses an
-         * h2c connection with "Error in the HTTP2 framing layer" (curl issue 10634,
-         * fixed in 7.89.0). There, each attempt gets a connection of its own: slower,
-         * but every event arrives. */
-        if (h2c_reuse_broken()) {
-            SET(CURLOPT_FRESH_CONNECT, 1L);
-            SET(CURLOPT_FORBID_REUSE, 1L);
-        }
-    }
-    /* With HTTP/2 a new attempt waits for the connection being set up and multiplexes
-     * over it, instead of opening one connection per attempt. */
-    if (o->http_version == DN_HTTP_2) SET(CURLOPT_PIPEWAIT, 1L);
+    if (rc == CURLE_OK) rc = set_http_version(e, o);
     if (o->insecure) {
         SET(CURLOPT_SSL_VERIFYPEER, 0L);
         SET(CURLOPT_SSL_VERIFYHOST, 0L);
@@ -409,6 +495,7 @@ bool dn_slot_start(dn_transport *t, dn_slot *slot, dn_event *event)
         return false;
     }
     slot->answer_len = 0;
+    slot->tls_resumed = false;
     slot->answer[0] = '\0';
     slot->answer_read = 0;
     slot->answer_cut = false;
@@ -532,6 +619,23 @@ static void drive(dn_transport *t)
     }
 }
 
+/* What the concurrency rule and the counters of connections read. */
+static void describe_connection(CURL *easy, dn_attempt_result *result)
+{
+    curl_off_t total = 0, pretransfer = 0;
+    result->latency_us = -1;
+    if (curl_easy_getinfo(easy, CURLINFO_TOTAL_TIME_T, &total) == CURLE_OK &&
+        curl_easy_getinfo(easy, CURLINFO_PRETRANSFER_TIME_T, &pretransfer) == CURLE_OK &&
+        result->status > 0 && total >= pretransfer)
+        result->latency_us = (int64_t)(total - pretransfer);
+    long connects = 0;
+    curl_easy_getinfo(easy, CURLINFO_NUM_CONNECTS, &connects);
+    result->new_connection = connects > 0;
+    result->tls_resumed = false;
+    result->http_version = 0;
+    curl_easy_getinfo(easy, CURLINFO_HTTP_VERSION, &result->http_version);
+}
+
 void dn_transport_perform(dn_transport *t, dn_attempt_done_fn on_done, void *ud)
 {
     if (t->attached == 0) return;
@@ -556,6 +660,8 @@ void dn_transport_perform(dn_transport *t, dn_attempt_done_fn on_done, void *ud)
         result.error_text = slot->error_text;
         result.answer = slot->answer;
         result.answer_len = slot->answer_len;
+        describe_connection(easy, &result);
+        result.tls_resumed = slot->tls_resumed;
 
         /* msg points into curl's memory: read everything before removing the handle. */
         detach(t, slot);
@@ -588,4 +694,9 @@ long dn_transport_timeout_ms(const dn_transport *t, int64_t now_ms)
 int dn_transport_fd(const dn_transport *t)
 {
     return dn_poller_fd(t->poller);
+}
+
+size_t dn_transport_connections(const dn_transport *t)
+{
+    return t->socket_count;
 }

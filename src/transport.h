@@ -30,6 +30,7 @@ typedef struct dn_transport_options {
     dn_http_version http_version;
     long timeout_ms;
     long connect_timeout_ms;
+    long max_connections;       /* per host, over the whole multi handle (the largest asked) */
     struct curl_slist *headers; /* fixed for the client: content type and the user's */
 } dn_transport_options;
 
@@ -41,6 +42,10 @@ typedef struct dn_attempt_result {
     const char *error_text; /* curl's description of a transport failure */
     const char *answer;     /* the first bytes of the answer body */
     size_t answer_len;
+    int64_t latency_us;  /* from sending the request to the answer; -1 when unknown */
+    bool new_connection; /* the attempt opened the connection it used */
+    bool tls_resumed;    /* ... and resumed a TLS session for it */
+    long http_version;   /* CURL_HTTP_VERSION_* of the answer, 0 when none */
 } dn_attempt_result;
 
 #define DN_ANSWER_KEEP 1024
@@ -53,6 +58,8 @@ typedef struct dn_slot {
     CURL *easy;
     dn_event *event; /* the event in flight, NULL when the slot is idle */
     void *owner;
+    int64_t started_us; /* when the attempt in flight started (the owner sets it) */
+    bool tls_resumed;   /* the attempt's new connection resumed a TLS session */
     /* Per-attempt headers, chained in front of the client's fixed list, so an attempt
      * allocates nothing once the slot has warmed up. */
     struct curl_slist attempt_headers[4];
@@ -72,6 +79,10 @@ typedef struct dn_slot {
  * descriptor instead of pumping blindly. */
 typedef struct dn_transport {
     CURLM *multi;
+    /* TLS sessions and DNS answers, shared by every easy handle: a new connection
+     * resumes a session another handle made instead of a full handshake. */
+    CURLSH *share;
+    long max_host_connections;
     unsigned fork_generation; /* the process generation the multi handle belongs to */
     size_t attached;          /* easy handles currently in the multi handle */
     size_t slots_open;        /* easy handles made (dn_slot_open) and not closed */
@@ -115,6 +126,13 @@ long dn_transport_timeout_ms(const dn_transport *t, int64_t now_ms);
 /* The epoll descriptor, readable whenever a transfer has something to do; -1 where
  * the poller has no descriptor (dn_poller_fd). */
 int dn_transport_fd(const dn_transport *t);
+/* Streams curl puts on one HTTP/2 connection (the server's own limit, when lower,
+ * is followed by curl). */
+#define DN_STREAMS_PER_CONNECTION 128
+/* Connections curl may open to one host, for every client of the transport. */
+void dn_transport_limit_host_connections(dn_transport *t, long max_connections);
+/* Connections open now (in use or pooled), over every client of the transport. */
+size_t dn_transport_connections(const dn_transport *t);
 
 bool dn_slot_open(dn_slot *slot, dn_transport *t, void *owner, const dn_transport_options *options);
 bool dn_slot_start(dn_transport *t, dn_slot *slot, dn_event *event);

@@ -213,8 +213,11 @@ function Collector:_write_conf()
   local ssl = ""
   if self.tls then
     listen[#listen + 1] = "    listen 127.0.0.1:" .. self.tls_port .. " ssl" .. h2 .. reuse .. ";"
+    -- A session cache, as deployed servers keep: libcurl resumes TLS 1.2 sessions by
+    -- id (it turns session tickets off), which nginx's default (none) never resumes.
     ssl = "    ssl_certificate " .. self.cert_file .. ";\n"
       .. "    ssl_certificate_key " .. self.key_file .. ";\n"
+      .. "    ssl_session_cache shared:collector_tls:1m;\n"
   end
   local template = assert(read_file(COLLECTOR_DIR .. "/nginx.conf.in"))
   write_file(self.conf, render(template, {
@@ -228,7 +231,9 @@ function Collector:_write_conf()
     ssl = ssl,
     generation = self.generation,
     dedupe = self.dedupe and "on" or "off",
-    analytics_handler = self.bench and "analytics_bench" or "analytics",
+    analytics_handler = self.bench and (self.delay and "analytics_wan" or "analytics_bench")
+      or "analytics",
+    bench_delay = self.delay or 0,
     -- nginx closes a kept-alive connection after 1000 requests by default; a
     -- benchmark would then measure reconnects as much as requests.
     bench_http = self.bench and "  keepalive_requests 100000000;" or "",
@@ -327,6 +332,9 @@ function M.start(opts)
     -- events.jsonl, so that duplicates show. On: copies answer 200 with action
     -- "duplicate" in requests.jsonl and stay out of events.jsonl.
     dedupe = opts.dedupe and true or false,
+    -- bench/ with a round trip: each answer waits this many seconds, and the
+    -- collector counts the connections and TLS resumptions it sees (connections()).
+    delay = opts.bench and opts.delay or nil,
     -- How long nginx keeps an idle connection open: "30s", or "200ms" for a spec that
     -- needs the server to close connections sitting in the client's pool.
     keepalive_timeout = opts.keepalive_timeout or "30s",
@@ -398,6 +406,12 @@ function Collector:plan(actions, default)
   end
   payload.default = default
   self:_control("PUT", "/_collector/plan", cjson.encode(payload))
+end
+
+-- What a collector started with bench = true and a delay saw: {connections = n,
+-- tls = n, tls_resumed = n}, counted over every worker since the last reset.
+function Collector:connections()
+  return cjson.decode(self:_control("GET", "/_collector/connections"))
 end
 
 function Collector:reset()

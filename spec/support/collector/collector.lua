@@ -297,6 +297,30 @@ function M.analytics_bench()
   return ngx.exit(ngx.HTTP_OK)
 end
 
+-- The analytics location of a bench collector with a round trip: each answer waits
+-- $bench_delay seconds (ngx.sleep, so thousands wait at once), and each connection is
+-- counted once, on its first request, with whether its TLS session was resumed.
+function M.analytics_wan()
+  local key = "conn_" .. ngx.worker.pid() .. "_" .. ngx.var.connection
+  if dict:add(key, true, 600) then
+    dict:incr("connections", 1, 0)
+    local reused = ngx.var.ssl_session_reused
+    if reused then
+      dict:incr("tls", 1, 0)
+      if reused == "r" then dict:incr("tls_resumed", 1, 0) end
+    end
+  end
+  ngx.sleep(tonumber(ngx.var.bench_delay))
+  local overloaded_until = dict:get("overloaded_until")
+  if overloaded_until and ngx.now() < overloaded_until then
+    ngx.status = 503
+    ngx.header["Content-Type"] = "application/json"
+    ngx.print(error_body("OVERLOADED", "planned overload"))
+    return ngx.exit(ngx.HTTP_OK)
+  end
+  return M.analytics_bench()
+end
+
 function M.too_large()
   local rec = request_record("")
   rec.action, rec.code = "invalid", "BODY_TOO_LARGE"
@@ -355,6 +379,22 @@ function M.reset()
   truncate("requests.jsonl")
   truncate("arrivals.jsonl")
   return control_answer(200, '{"status":"ok"}')
+end
+
+-- POST /_collector/overload?seconds=N: a bench collector with a round trip answers
+-- 503 for the next N seconds.
+function M.overload()
+  ngx.update_time()
+  dict:set("overloaded_until", ngx.now() + (tonumber(ngx.var.arg_seconds) or 1))
+  return control_answer(200, '{"status":"ok"}')
+end
+
+function M.connections()
+  return control_answer(200, cjson.encode({
+    connections = dict:get("connections") or 0,
+    tls = dict:get("tls") or 0,
+    tls_resumed = dict:get("tls_resumed") or 0,
+  }))
 end
 
 function M.health()
