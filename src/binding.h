@@ -98,22 +98,14 @@ int emit_running(lua_State *L, lclient *lc);
 
 /* ---- the storage bridge (binding_storage.c) ---- */
 
-/* A storage as one call uses it: its stack index and, when it is the built-in memory
- * storage, the stack index of the table behind it (else 0), found once per call
- * rather than once per read and write. */
-typedef struct storage_ref {
-    int index;
-    int memory;
-} storage_ref;
-
-storage_ref open_storage(lua_State *L, int index);
-bool resolve_user_id(lua_State *L, lclient *lc, int self, const storage_ref *storage,
-                     char out[DN_ID_MAX + 1], size_t *out_len);
-bool resolve_session(lua_State *L, lclient *lc, int self, const storage_ref *storage,
-                     const char *page, size_t page_len, dn_session *session);
+/* The user id, or the session, of client 1 through the storage argument storage_arg
+ * (0: the client's own storage), for get_user_id and get_session_id. False when no id
+ * could be made. */
+bool storage_user_id(lua_State *L, lclient *lc, int storage_arg, char out[DN_ID_MAX + 1],
+                     size_t *out_len);
+bool storage_session(lua_State *L, lclient *lc, int storage_arg, dn_session *session);
 bool is_storage(lua_State *L, int idx);
 void check_storage_arg(lua_State *L, int arg);
-int push_storage(lua_State *L, int self, int arg);
 void push_memory_storage(lua_State *L);
 int module_memory_storage(lua_State *L);
 int file_store_gc(lua_State *L);

@@ -292,7 +292,7 @@ typedef struct emit_call {
 
 static int check_arguments(lua_State *L, emit_call *call)
 {
-    lua_settop(L, 4);
+    if (lua_gettop(L) > 4) lua_settop(L, 4);
     lua_settop(L, SLOT_LAST); /* the field slots start as nil */
     luaL_checkstack(L, 16, "dukanext: emit");
     if (lua_type(L, 2) != LUA_TSTRING ||
@@ -357,17 +357,10 @@ static int encode_metadata(lua_State *L, emit_call *call)
     return 0;
 }
 
-/* The body's fields: the ids just resolved, and each field the caller gave or else
- * what the client and the session know. */
+/* The body's optional fields: each the caller gave, or else what the client and the
+ * session know. */
 static void fill_fields(lua_State *L, const emit_call *call, dn_body_fields *fields)
 {
-    *fields = (dn_body_fields){
-        .user_id = {call->user_id, call->user_id_len},
-        .session_id = {call->session.id, call->session.id_len},
-        .event = {lua_tostring(L, 2), call->event_len},
-        .metadata_json = call->metadata_json,
-        .metadata_json_len = call->metadata_json_len,
-    };
     /* A first page too long to remember is still this event's start page. */
     if (!slot_text(L, SLOT_START_PAGE, &fields->session_start_page)) {
         bool remembered = call->session.start_page != NULL;
@@ -390,7 +383,13 @@ static void fill_fields(lua_State *L, const emit_call *call, dn_body_fields *fie
 
 static int encode_body(lua_State *L, emit_call *call)
 {
-    dn_body_fields fields;
+    dn_body_fields fields = {
+        .user_id = {call->user_id, call->user_id_len},
+        .session_id = {call->session.id, call->session.id_len},
+        .event = {lua_tostring(L, 2), call->event_len},
+        .metadata_json = call->metadata_json,
+        .metadata_json_len = call->metadata_json_len,
+    };
     fill_fields(L, call, &fields);
     hub_box *hb = call->hb;
     dn_body_write(&hb->body, &fields);

@@ -59,8 +59,16 @@ static bool push_memory_table(lua_State *L, int storage)
     return false;
 }
 
+/* A storage as one call uses it: its stack index and, when it is the built-in memory
+ * storage, the stack index of the table behind it (else 0), found once per call
+ * rather than once per read and write. */
+typedef struct storage_ref {
+    int index;
+    int memory;
+} storage_ref;
+
 /* May push the memory table: the caller's stack keeps it until it returns. */
-storage_ref open_storage(lua_State *L, int index)
+static storage_ref open_storage(lua_State *L, int index)
 {
     storage_ref storage = {index, 0};
     if (push_memory_table(L, index)) storage.memory = lua_gettop(L);
@@ -244,8 +252,8 @@ static void write_record(lua_State *L, lclient *lc, int self, const storage_ref 
         fallback_forget(L, self, storage->index, key);
 }
 
-bool resolve_user_id(lua_State *L, lclient *lc, int self, const storage_ref *storage,
-                     char out[DN_ID_MAX + 1], size_t *out_len)
+static bool resolve_user_id(lua_State *L, lclient *lc, int self, const storage_ref *storage,
+                            char out[DN_ID_MAX + 1], size_t *out_len)
 {
     bool from_fallback;
     read_outcome r = read_record(L, lc, self, storage, DN_USER_ID_KEY, &from_fallback);
@@ -270,8 +278,8 @@ bool resolve_user_id(lua_State *L, lclient *lc, int self, const storage_ref *sto
 }
 
 /* page: the first page to remember when the session has none yet (may be NULL). */
-bool resolve_session(lua_State *L, lclient *lc, int self, const storage_ref *storage,
-                     const char *page, size_t page_len, dn_session *session)
+static bool resolve_session(lua_State *L, lclient *lc, int self, const storage_ref *storage,
+                            const char *page, size_t page_len, dn_session *session)
 {
     bool from_fallback;
     read_outcome r = read_record(L, lc, self, storage, DN_SESSION_ID_KEY, &from_fallback);
@@ -326,7 +334,7 @@ void check_storage_arg(lua_State *L, int arg)
         luaL_argcheck(L, is_storage(L, arg), arg, "storage must be a table with get and set");
 }
 
-int push_storage(lua_State *L, int self, int arg)
+static int push_storage(lua_State *L, int self, int arg)
 {
     if (arg != 0 && !lua_isnoneornil(L, arg)) {
         check_storage_arg(L, arg);
@@ -447,4 +455,17 @@ bool resolve_visitor_ids(lua_State *L, lclient *lc, int storage_index, const cha
     storage_ref storage = open_storage(L, storage_index ? storage_index : push_storage(L, 1, 0));
     return resolve_user_id(L, lc, 1, &storage, user_id, user_id_len) &&
            resolve_session(L, lc, 1, &storage, page, page_len, session);
+}
+
+bool storage_user_id(lua_State *L, lclient *lc, int storage_arg, char out[DN_ID_MAX + 1],
+                     size_t *out_len)
+{
+    storage_ref storage = open_storage(L, push_storage(L, 1, storage_arg));
+    return resolve_user_id(L, lc, 1, &storage, out, out_len);
+}
+
+bool storage_session(lua_State *L, lclient *lc, int storage_arg, dn_session *session)
+{
+    storage_ref storage = open_storage(L, push_storage(L, 1, storage_arg));
+    return resolve_session(L, lc, 1, &storage, NULL, 0, session);
 }

@@ -330,10 +330,9 @@ static int client_get_user_id(lua_State *L)
     check_storage_arg(L, 2);
     if (state_closing(L)) return refuse_closing(L);
     lclient *lc = enter_client(L, 1);
-    storage_ref storage = open_storage(L, push_storage(L, 1, 2));
     char id[DN_ID_MAX + 1];
     size_t len;
-    bool ok = resolve_user_id(L, lc, 1, &storage, id, &len);
+    bool ok = storage_user_id(L, lc, 2, id, &len);
     anchor_if_busy(L, lc, 1);
     leave_client(lc, 0);
     if (!ok) return luaL_error(L, "dukanext: the system gave no randomness for an id");
@@ -347,9 +346,8 @@ static int client_get_session_id(lua_State *L)
     check_storage_arg(L, 2);
     if (state_closing(L)) return refuse_closing(L);
     lclient *lc = enter_client(L, 1);
-    storage_ref storage = open_storage(L, push_storage(L, 1, 2));
     dn_session session = {0};
-    bool ok = resolve_session(L, lc, 1, &storage, NULL, 0, &session);
+    bool ok = storage_session(L, lc, 2, &session);
     anchor_if_busy(L, lc, 1);
     leave_client(lc, 0);
     if (!ok) return luaL_error(L, "dukanext: the system gave no randomness for an id");

@@ -157,9 +157,12 @@ void dn_session_memo_remember(dn_session_memo *memo, const dn_session *session, 
 {
     memo->record_len = 0;
     if (!memo_exact(session)) return;
-    char *text = realloc(memo->record, record_len ? record_len : 1);
-    if (!text) return;
-    memo->record = text;
+    if (record_len > memo->record_cap || !memo->record) {
+        char *text = realloc(memo->record, record_len ? record_len : 1);
+        if (!text) return;
+        memo->record = text;
+        memo->record_cap = record_len;
+    }
     dn_session *known = &memo->session;
     bool same_page = known->start_page && session->start_page &&
                      known->start_page_len == session->start_page_len &&
@@ -173,7 +176,7 @@ void dn_session_memo_remember(dn_session_memo *memo, const dn_session *session, 
     memcpy(known->id, session->id, session->id_len + 1);
     known->id_len = session->id_len;
     known->expires_ms = session->expires_ms;
-    memcpy(text, record, record_len);
+    memcpy(memo->record, record, record_len);
     memo->record_len = record_len;
 }
 
@@ -208,4 +211,5 @@ void dn_session_memo_free(dn_session_memo *memo)
     dn_session_clear(&memo->session);
     memo->record = NULL;
     memo->record_len = 0;
+    memo->record_cap = 0;
 }

@@ -60,6 +60,7 @@ void dn_session_clear(dn_session *session);
 typedef struct dn_session_memo {
     char *record; /* malloc'd; record_len 0 when nothing is remembered */
     size_t record_len;
+    size_t record_cap; /* grown only: a session's record keeps its size from emit to emit */
     dn_session session;
 } dn_session_memo;
 
