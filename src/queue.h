@@ -12,12 +12,14 @@
  * someone's behalf. */
 typedef struct dn_event {
     struct dn_event *next;
-    int64_t due_ms;    /* monotonic time before which no further attempt starts */
-    uint64_t spool_id; /* its record in the client's spool, 0 when not spooled */
+    int64_t due_ms;     /* monotonic time before which no further attempt starts */
+    int64_t expires_ms; /* monotonic time after which it is given up (max_age) */
+    uint64_t spool_id;  /* its record in the client's spool, 0 when not spooled */
     uint32_t body_len;
+    uint32_t attempts; /* attempts started so far */
     uint16_t user_agent_len;
     uint16_t client_ip_len;
-    uint16_t attempts; /* attempts started so far */
+    uint16_t server_retries; /* retries after a failure max_retries bounds */
     uint8_t idempotency_key[16];
     char data[]; /* body, user agent, client ip, each followed by a NUL */
 } dn_event;
@@ -62,6 +64,10 @@ bool dn_queue_push_retry(dn_queue *q, dn_event *e);
 dn_event *dn_queue_pop_due(dn_queue *q, int64_t now_ms);
 /* The earliest due time of anything queued (INT64_MAX when empty). */
 int64_t dn_queue_next_due(const dn_queue *q);
+/* Removes the events whose expires_ms has come (at or before now_ms) and answers them
+ * as a chain, oldest fresh events first; *next_expiry_ms gets the earliest expires_ms
+ * of what stays (INT64_MAX when nothing does). One pass over the queue. */
+dn_event *dn_queue_take_expired(dn_queue *q, int64_t now_ms, int64_t *next_expiry_ms);
 /* Removes everything, oldest fresh events first; the caller owns the result chain. */
 dn_event *dn_queue_take_all(dn_queue *q);
 void dn_queue_free(dn_queue *q);

@@ -43,8 +43,9 @@ assert(dn._VERSION == want_version, "version " .. tostring(dn._VERSION) .. ", wa
 local dnx = require("dukanext.ngx")
 assert(type(dnx.init_worker) == "function" and type(dnx.cookie_storage) == "function")
 
--- A refused port: accepted, then failed for good after one attempt.
-local refused = dn.new({ endpoint = "http://127.0.0.1:1/access/api/v1/analytics", max_retries = 0 })
+-- A refused port: accepted, waited for, then given up at max_age.
+local refused = dn.new({ endpoint = "http://127.0.0.1:1/access/api/v1/analytics", max_age = 0.5,
+  retry_base = 0.05, retry_max = 0.2 })
 assert(refused:emit("luarocks_smoke"))
 assert(refused:flush(10))
 assert(refused:stats().failed == 1, "the refused event did not fail")

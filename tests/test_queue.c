@@ -273,6 +273,86 @@ static void test_take_all(void)
     dn_queue_free(&q);
 }
 
+/* Expired events leave, fresh ones oldest first; the rest keep their order, the
+ * retries their heap order, and the earliest expiry left is answered. */
+static void test_take_expired(void)
+{
+    enum { FRESH = 50, RETRIES = 70 };
+    dn_queue q;
+    dn_queue_init(&q);
+    for (int i = 0; i < FRESH; i++) {
+        dn_event *e = numbered_event(i);
+        e->expires_ms = 1000 + (i % 3) * 1000; /* 1000, 2000, 3000, ... */
+        dn_queue_push_fresh(&q, e);
+    }
+    for (int i = FRESH; i < FRESH + RETRIES; i++) {
+        dn_event *e = retry_event(i, (int64_t)(next_random() % 1000));
+        e->expires_ms = 1000 + (i % 3) * 1000;
+        dn_queue_push_retry(&q, e);
+    }
+    size_t bytes_before = q.bytes;
+
+    int64_t next = 0;
+    CHECK(dn_queue_take_expired(&q, 999, &next) == NULL);
+    CHECK_INT_EQ(next, 1000);
+    CHECK_UINT_EQ(q.count, FRESH + RETRIES);
+
+    dn_event *chain = dn_queue_take_expired(&q, 1000, &next);
+    CHECK_INT_EQ(next, 2000);
+    int taken = 0, last_fresh = -1;
+    size_t taken_bytes = 0;
+    for (dn_event *e = chain; e;) {
+        int n = number_of(e);
+        if (n % 3 != 0) FAIL("event %d expires later but was taken", n);
+        if (n < FRESH) {
+            if (n < last_fresh) FAIL("fresh event %d taken after %d", n, last_fresh);
+            last_fresh = n;
+        }
+        taken++;
+        taken_bytes += dn_event_size(e);
+        dn_event *next_event = e->next;
+        dn_event_free(e);
+        e = next_event;
+    }
+    CHECK_INT_EQ(taken, (FRESH + RETRIES + 2) / 3); /* every third number */
+    CHECK_UINT_EQ(q.count, FRESH + RETRIES - taken);
+    CHECK_UINT_EQ(q.bytes, bytes_before - taken_bytes);
+
+    /* What stays leaves as before: due retries by due time, then fresh in order. */
+    int64_t last_due = -1;
+    int fresh_seen = -1, left = 0;
+    for (dn_event *e; (e = dn_queue_pop_due(&q, 1000));) {
+        int n = number_of(e);
+        if (n % 3 == 0) FAIL("expired event %d stayed", n);
+        if (n >= FRESH) {
+            if (fresh_seen >= 0) FAIL("retry %d after a fresh event", n);
+            if (e->due_ms < last_due) FAIL("retry %d out of due order", n);
+            last_due = e->due_ms;
+        } else {
+            if (n < fresh_seen) FAIL("fresh event %d after %d", n, fresh_seen);
+            fresh_seen = n;
+        }
+        left++;
+        dn_event_free(e);
+    }
+    CHECK_INT_EQ(left, FRESH + RETRIES - taken);
+    check_empty(&q);
+
+    /* Everything expired: an empty queue that takes new events at the tail. */
+    dn_queue_push_fresh(&q, numbered_event(1));
+    chain = dn_queue_take_expired(&q, INT64_MAX, &next);
+    CHECK_INT_EQ(next, INT64_MAX);
+    if (CHECK(chain != NULL)) dn_event_free(chain);
+    check_empty(&q);
+    dn_queue_push_fresh(&q, numbered_event(2));
+    dn_event *e = dn_queue_pop_due(&q, 0);
+    if (CHECK(e != NULL)) {
+        CHECK_INT_EQ(number_of(e), 2);
+        dn_event_free(e);
+    }
+    dn_queue_free(&q);
+}
+
 static void test_free_releases_everything(void)
 {
     dn_queue q;
@@ -364,6 +444,7 @@ int main(void)
     RUN_CASE(test_due_retries_before_fresh);
     RUN_CASE(test_count_and_bytes);
     RUN_CASE(test_take_all);
+    RUN_CASE(test_take_expired);
     RUN_CASE(test_free_releases_everything);
     RUN_CASE(test_event_holds_body_and_headers);
     RUN_CASE(test_event_header_limits);
