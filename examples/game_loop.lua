@@ -5,8 +5,10 @@
 --
 --   lua5.4 examples/game_loop.lua <endpoint> [seconds] [save folder]   (or DUKANEXT_ENDPOINT)
 --
--- Needs LuaSocket for the frame clock (socket.gettime / socket.sleep). From a build
--- tree, put the module on the path: LUA_CPATH="build/?.so;;" lua5.4 examples/...
+-- Needs LuaSocket for the frame clock (socket.gettime / socket.sleep).
+--
+-- require finds the module once installed (cmake --install); from a build tree, put
+-- it on the path: LUA_CPATH="build/?.so;;" lua5.4 examples/...
 local dn = require("dukanext")
 local socket = require("socket")
 
