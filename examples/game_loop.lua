@@ -22,6 +22,10 @@ dn.configure({
   storage = dn.file_storage(save_dir .. "/dukanext-ids.json"),
   -- So do the events not yet delivered: a session played offline is sent next time.
   spool = save_dir .. "/dukanext-spool",
+  -- No fsync in pump, so no frame waits on the disk: a crash of the game still loses
+  -- nothing (each record is in the kernel once emit returns), a power cut the last
+  -- few seconds.
+  spool_sync = "never",
   -- How long an event keeps waiting for the network (the default is a day).
   max_age = 7 * 24 * 3600,
   on_error = function(err)

@@ -190,4 +190,36 @@ describe("offline", function()
     assert.same({ 1, 2, 3, 4, 5, 6, 7, 8, 9, 10 }, seen)
     assert.same({}, errors)
   end)
+
+  it("counts max_age from the emit in an earlier run, not from the replay", function()
+    local port = helpers.collector_lib.free_port()
+    local base = helpers.tmpdir()
+    finally(function() helpers.remove_tree(base) end)
+    local spool = base .. "/spool"
+
+    local rc, out, err = helpers.run_lua([[
+      local spool, url = ...
+      local dn = require("dukanext")
+      local cl = dn.new({ endpoint = url, spool = spool, spool_sync = "always", max_age = 1 })
+      assert(cl:emit("old", { n = 1 }))
+      cl:close()
+    ]], { spool, refused_url(port) })
+    assert.equals(0, rc, out .. err)
+    helpers.sleep(1.2)
+
+    -- The network is back, but the event is older than max_age: given up, not sent.
+    local c = collector({ port = port })
+    local cl = client({ endpoint = c.url, spool = spool, max_age = 1 })
+    assert.equals(1, cl:stats().replayed)
+    assert.is_true(cl:flush(within(10)))
+    assert.equals(1, #errors)
+    assert.equals("EXPIRED", errors[1].code)
+    assert.equals("old", errors[1].event)
+    assert.equals(0, #c:requests())
+    assert.equals(1, cl:stats().failed)
+    -- Given up for good: the spool has nothing left for the run after.
+    cl:close()
+    local again = client({ endpoint = c.url, spool = spool })
+    assert.equals(0, again:stats().replayed)
+  end)
 end)

@@ -111,8 +111,14 @@ static void replay_spooled(void *ud, const dn_spool_event *spooled)
     /* Without memory it stays on disk for the next start. */
     if (!e) return;
     e->spool_id = spooled->id;
-    e->expires_ms = dn_mono_ms() + c->config.max_age_ms;
-    if (e->expires_ms < c->expiry_check_ms) c->expiry_check_ms = e->expires_ms;
+    /* max_age counts from the emit, in whichever run it happened; the monotonic clock
+     * does not span runs, the wall clock does. */
+    int64_t age = spooled->emitted_ms > 0 ? dn_wall_ms() - spooled->emitted_ms : 0;
+    if (age < 0) age = 0;
+    int64_t now = dn_mono_ms();
+    dn_event_set_deadline(e, now + c->config.max_age_ms - age, now);
+    int64_t deadline = dn_event_deadline_ms(e, now);
+    if (deadline < c->expiry_check_ms) c->expiry_check_ms = deadline;
     dn_queue_push_fresh(&c->queue, e);
     c->hub->pending++;
     c->stats.replayed++;
@@ -241,8 +247,9 @@ static dn_accept spool_event(dn_client *c, dn_event *e)
     if (c->spool) {
         const char *ua = dn_event_user_agent(e);
         const char *ip = dn_event_client_ip(e);
-        status = dn_spool_append(c->spool, e->idempotency_key, dn_event_body(e), e->body_len, ua,
-                                 e->user_agent_len, ip, e->client_ip_len, &e->spool_id);
+        status =
+            dn_spool_append(c->spool, e->idempotency_key, dn_wall_ms(), dn_event_body(e),
+                            e->body_len, ua, e->user_agent_len, ip, e->client_ip_len, &e->spool_id);
         if (status == DN_SPOOL_ERROR)
             snprintf(c->spool_error, sizeof c->spool_error, "%s", dn_spool_error(c->spool));
     }
@@ -272,8 +279,10 @@ dn_accept dn_client_accept(dn_client *c, const char *body, size_t body_len, cons
     dn_event *e =
         dn_event_new(body, body_len, user_agent, user_agent_len, client_ip, client_ip_len, NULL);
     if (!e) return DN_REFUSED_NO_MEMORY;
-    e->expires_ms = dn_mono_ms() + c->config.max_age_ms;
-    if (e->expires_ms < c->expiry_check_ms) c->expiry_check_ms = e->expires_ms;
+    int64_t now = dn_mono_ms();
+    dn_event_set_deadline(e, now + c->config.max_age_ms, now);
+    int64_t deadline = dn_event_deadline_ms(e, now);
+    if (deadline < c->expiry_check_ms) c->expiry_check_ms = deadline;
     if (c->config.spool_dir) {
         verdict = spool_event(c, e);
         if (verdict == DN_REFUSED_SPOOL_FULL) {
@@ -449,7 +458,8 @@ static bool requeue(dn_client *c, dn_event *e, int64_t due_ms)
 {
     e->due_ms = due_ms;
     if (!dn_queue_push_retry(&c->queue, e)) return false;
-    if (e->expires_ms < c->expiry_check_ms) c->expiry_check_ms = e->expires_ms;
+    int64_t deadline = dn_event_deadline_ms(e, due_ms);
+    if (deadline < c->expiry_check_ms) c->expiry_check_ms = deadline;
     c->stats.retries++;
     return true;
 }
@@ -599,14 +609,14 @@ static void attempt_done(void *ud, dn_slot *slot, dn_event *e, const dn_attempt_
 
     bool retry = false;
     if (verdict == DN_VERDICT_RETRY) {
-        if (e->server_retries < UINT16_MAX) e->server_retries++;
+        if (e->server_retries < UINT8_MAX) e->server_retries++;
         retry = e->server_retries <= c->config.max_retries;
     }
     if (verdict == DN_VERDICT_DELIVERED) {
         finish(c, e);
         c->stats.sent++;
         dn_event_free(e);
-    } else if ((retry || verdict == DN_VERDICT_OFFLINE) && now >= e->expires_ms) {
+    } else if ((retry || verdict == DN_VERDICT_OFFLINE) && dn_event_expired(e, now)) {
         char code[DN_CODE_MAX + 1];
         char message[CURL_ERROR_SIZE + 64];
         char last[DN_FAILURE_TEXT_MAX];

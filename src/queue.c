@@ -14,7 +14,8 @@ dn_event *dn_event_new(const char *body, size_t body_len, const char *user_agent
     if (!e) return NULL;
     e->next = NULL;
     e->due_ms = 0;
-    e->expires_ms = INT64_MAX;
+    e->expiry_tick = 0;
+    e->has_deadline = false;
     e->server_retries = 0;
     e->body_len = (uint32_t)body_len;
     e->user_agent_len = (uint16_t)user_agent_len;
@@ -45,6 +46,34 @@ dn_event *dn_event_new(const char *body, size_t body_len, const char *user_agent
 void dn_event_free(dn_event *event)
 {
     free(event);
+}
+
+void dn_event_set_deadline(dn_event *e, int64_t deadline_ms, int64_t now_ms)
+{
+    e->has_deadline = true;
+    if (deadline_ms <= now_ms) {
+        e->expiry_tick = (uint32_t)(now_ms / DN_EXPIRY_TICK_MS); /* due now */
+        return;
+    }
+    if (deadline_ms - now_ms > DN_EXPIRY_AHEAD_MS) deadline_ms = now_ms + DN_EXPIRY_AHEAD_MS;
+    e->expiry_tick = (uint32_t)((deadline_ms + DN_EXPIRY_TICK_MS - 1) / DN_EXPIRY_TICK_MS);
+}
+
+/* Ticks from now to the deadline, negative once it has passed. */
+static int32_t ticks_left(const dn_event *e, int64_t now_ms)
+{
+    return (int32_t)(e->expiry_tick - (uint32_t)(now_ms / DN_EXPIRY_TICK_MS));
+}
+
+bool dn_event_expired(const dn_event *e, int64_t now_ms)
+{
+    return e->has_deadline && ticks_left(e, now_ms) <= 0;
+}
+
+int64_t dn_event_deadline_ms(const dn_event *e, int64_t now_ms)
+{
+    if (!e->has_deadline) return INT64_MAX;
+    return (now_ms / DN_EXPIRY_TICK_MS + ticks_left(e, now_ms)) * DN_EXPIRY_TICK_MS;
 }
 
 size_t dn_event_size_for(size_t body_len, size_t user_agent_len, size_t client_ip_len)
@@ -178,23 +207,25 @@ dn_event *dn_queue_take_expired(dn_queue *q, int64_t now_ms, int64_t *next_expir
     q->fresh_tail = NULL;
     while (*link) {
         dn_event *e = *link;
-        if (e->expires_ms <= now_ms) {
+        if (dn_event_expired(e, now_ms)) {
             *link = e->next;
             take_out(q, e, &tail);
             continue;
         }
-        if (e->expires_ms < next) next = e->expires_ms;
+        int64_t deadline = dn_event_deadline_ms(e, now_ms);
+        if (deadline < next) next = deadline;
         q->fresh_tail = e;
         link = &e->next;
     }
     size_t kept = 0;
     for (size_t i = 0; i < q->retry_len; i++) {
         dn_event *e = q->retry_heap[i];
-        if (e->expires_ms <= now_ms) {
+        if (dn_event_expired(e, now_ms)) {
             take_out(q, e, &tail);
             continue;
         }
-        if (e->expires_ms < next) next = e->expires_ms;
+        int64_t deadline = dn_event_deadline_ms(e, now_ms);
+        if (deadline < next) next = deadline;
         q->retry_heap[kept++] = e;
     }
     if (kept != q->retry_len) {

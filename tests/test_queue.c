@@ -282,23 +282,23 @@ static void test_take_expired(void)
     dn_queue_init(&q);
     for (int i = 0; i < FRESH; i++) {
         dn_event *e = numbered_event(i);
-        e->expires_ms = 1000 + (i % 3) * 1000; /* 1000, 2000, 3000, ... */
+        dn_event_set_deadline(e, 1600 + (i % 3) * 1600, 0); /* 1600, 3200, 4800, ... */
         dn_queue_push_fresh(&q, e);
     }
     for (int i = FRESH; i < FRESH + RETRIES; i++) {
         dn_event *e = retry_event(i, (int64_t)(next_random() % 1000));
-        e->expires_ms = 1000 + (i % 3) * 1000;
+        dn_event_set_deadline(e, 1600 + (i % 3) * 1600, 0);
         dn_queue_push_retry(&q, e);
     }
     size_t bytes_before = q.bytes;
 
     int64_t next = 0;
-    CHECK(dn_queue_take_expired(&q, 999, &next) == NULL);
-    CHECK_INT_EQ(next, 1000);
+    CHECK(dn_queue_take_expired(&q, 1599, &next) == NULL);
+    CHECK_INT_EQ(next, 1600);
     CHECK_UINT_EQ(q.count, FRESH + RETRIES);
 
-    dn_event *chain = dn_queue_take_expired(&q, 1000, &next);
-    CHECK_INT_EQ(next, 2000);
+    dn_event *chain = dn_queue_take_expired(&q, 1600, &next);
+    CHECK_INT_EQ(next, 3200);
     int taken = 0, last_fresh = -1;
     size_t taken_bytes = 0;
     for (dn_event *e = chain; e;) {
@@ -338,9 +338,18 @@ static void test_take_expired(void)
     CHECK_INT_EQ(left, FRESH + RETRIES - taken);
     check_empty(&q);
 
-    /* Everything expired: an empty queue that takes new events at the tail. */
-    dn_queue_push_fresh(&q, numbered_event(1));
-    chain = dn_queue_take_expired(&q, INT64_MAX, &next);
+    /* Everything expired: an empty queue that takes new events at the tail. An event
+     * without a deadline never expires. */
+    dn_event *no_deadline = numbered_event(3);
+    dn_queue_push_fresh(&q, no_deadline);
+    CHECK(dn_queue_take_expired(&q, (int64_t)1 << 50, &next) == NULL);
+    CHECK_INT_EQ(next, INT64_MAX);
+    CHECK(dn_queue_pop_due(&q, 0) == no_deadline);
+    dn_event_free(no_deadline);
+    dn_event *expiring = numbered_event(1);
+    dn_event_set_deadline(expiring, 4800, 0);
+    dn_queue_push_fresh(&q, expiring);
+    chain = dn_queue_take_expired(&q, 4800, &next);
     CHECK_INT_EQ(next, INT64_MAX);
     if (CHECK(chain != NULL)) dn_event_free(chain);
     check_empty(&q);
@@ -351,6 +360,36 @@ static void test_take_expired(void)
         dn_event_free(e);
     }
     dn_queue_free(&q);
+}
+
+/* Deadlines in 16 ms ticks: never early, at most a tick late, compared across the
+ * wrap of 32 bits, and an event without one never expires. */
+static void test_deadlines(void)
+{
+    dn_event *e = numbered_event(1);
+    if (!CHECK(e != NULL)) return;
+    CHECK(!dn_event_expired(e, INT64_MAX / 2));
+    CHECK_INT_EQ(dn_event_deadline_ms(e, 0), INT64_MAX);
+    const int64_t nows[] = {0, 5, 1000, ((int64_t)1 << 36) - 3, ((int64_t)1 << 40) + 7};
+    const int64_t ages[] = {1, 15, 16, 17, 500, 86400000, 365LL * 86400000, DN_EXPIRY_AHEAD_MS};
+    for (size_t n = 0; n < sizeof nows / sizeof nows[0]; n++) {
+        for (size_t a = 0; a < sizeof ages / sizeof ages[0]; a++) {
+            int64_t now = nows[n], deadline = now + ages[a];
+            dn_event_set_deadline(e, deadline, now);
+            int64_t kept = dn_event_deadline_ms(e, now);
+            if (kept < deadline || kept >= deadline + DN_EXPIRY_TICK_MS)
+                FAIL("deadline %lld kept as %lld", (long long)deadline, (long long)kept);
+            if (dn_event_expired(e, deadline - 1)) FAIL("expired before %lld", (long long)deadline);
+            if (!dn_event_expired(e, kept)) FAIL("not expired at %lld", (long long)kept);
+            if (!dn_event_expired(e, kept + ages[a])) FAIL("not expired later on");
+        }
+    }
+    /* A deadline already past is due at once. */
+    dn_event_set_deadline(e, 10, 5000);
+    CHECK(dn_event_expired(e, 5000));
+    /* An event stays small: 56 bytes besides its body and headers. */
+    CHECK(sizeof(dn_event) <= 56);
+    dn_event_free(e);
 }
 
 static void test_free_releases_everything(void)
@@ -445,6 +484,7 @@ int main(void)
     RUN_CASE(test_count_and_bytes);
     RUN_CASE(test_take_all);
     RUN_CASE(test_take_expired);
+    RUN_CASE(test_deadlines);
     RUN_CASE(test_free_releases_everything);
     RUN_CASE(test_event_holds_body_and_headers);
     RUN_CASE(test_event_header_limits);
