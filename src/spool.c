@@ -13,21 +13,30 @@
  *   u32 magic, u32 payload length, u32 CRC-32C, u8 type, payload
  * The CRC covers the length, the type and the payload, so a flipped length is caught
  * too. EVENT payload: key[16], u64 order, u32 body length, body, u16 user agent
- * length, user agent, u16 client ip length, client ip. DONE payload: key[16].
+ * length, user agent, u16 client ip length, client ip. EVENT_AT payload: the same
+ * with an i64 after the order, the wall-clock milliseconds of the event's emit, so
+ * that its max_age counts from then also after a restart; an event whose emit time
+ * is not known is written as an EVENT. DONE payload: key[16].
  *
  * The order is the id the writer handed out for the event: it counts up in the order
  * events were first appended (or adopted), and compaction copies a record unchanged,
  * so sorting a writer's EVENT records by order gives back its append order wherever
  * they now lie. Type 1 was the EVENT record before it carried an order; it now reads
  * as an unknown type, that is as damage. */
-#define RECORD_MAGIC  0x50534e44u /* "DNSP" as bytes on disk */
-#define RECORD_HEADER 13
-#define KEY_LEN       16
-#define EVENT_FIXED   (KEY_LEN + 8 + 4 + 2 + 2)
-#define EVENT_ORDER   (RECORD_HEADER + KEY_LEN) /* where the order lies in a record */
-#define DONE_RECORD   (RECORD_HEADER + KEY_LEN)
+#define RECORD_MAGIC   0x50534e44u /* "DNSP" as bytes on disk */
+#define RECORD_HEADER  13
+#define KEY_LEN        16
+#define EVENT_FIXED    (KEY_LEN + 8 + 4 + 2 + 2)
+#define EVENT_AT_FIXED (EVENT_FIXED + 8)
+#define EVENT_ORDER    (RECORD_HEADER + KEY_LEN) /* where the order lies in a record */
+#define DONE_RECORD    (RECORD_HEADER + KEY_LEN)
 
-enum { RECORD_DONE = 2, RECORD_EVENT = 3 };
+enum { RECORD_DONE = 2, RECORD_EVENT = 3, RECORD_EVENT_AT = 4 };
+
+static bool is_event_record(uint8_t type)
+{
+    return type == RECORD_EVENT || type == RECORD_EVENT_AT;
+}
 
 /* In memory: per segment its size and the count and bytes of its pending events; per
  * pending event its id, key and place. Ids count up from 1 per writer and are not
@@ -165,6 +174,7 @@ static uint32_t record_crc(const uint8_t *record, uint32_t payload_len)
 typedef struct event_view {
     const uint8_t *key;
     uint64_t order;
+    int64_t emitted_ms; /* 0 when not known */
     const char *body;
     uint32_t body_len;
     const char *user_agent;
@@ -173,15 +183,21 @@ typedef struct event_view {
     uint16_t client_ip_len;
 } event_view;
 
-static bool event_decode(const uint8_t *payload, uint32_t len, event_view *ev)
+static bool event_decode(uint8_t type, const uint8_t *payload, uint32_t len, event_view *ev)
 {
-    if (len < EVENT_FIXED) return false;
-    uint32_t room = len - EVENT_FIXED; /* bytes left for body, user agent and ip */
+    uint32_t fixed = type == RECORD_EVENT_AT ? EVENT_AT_FIXED : EVENT_FIXED;
+    if (len < fixed) return false;
+    uint32_t room = len - fixed; /* bytes left for body, user agent and ip */
     const uint8_t *p = payload;
     ev->key = p;
     p += KEY_LEN;
     ev->order = get_u64(p);
     p += 8;
+    ev->emitted_ms = 0;
+    if (type == RECORD_EVENT_AT) {
+        ev->emitted_ms = (int64_t)get_u64(p);
+        p += 8;
+    }
     ev->body_len = get_u32(p);
     p += 4;
     if (ev->body_len > room) return false;
@@ -221,7 +237,7 @@ static bool record_parse(const uint8_t *data, uint64_t avail, record *r)
     r->payload_len = payload_len;
     r->size = RECORD_HEADER + (uint64_t)payload_len;
     event_view ev;
-    if (r->type == RECORD_EVENT) return event_decode(r->payload, payload_len, &ev);
+    if (is_event_record(r->type)) return event_decode(r->type, r->payload, payload_len, &ev);
     return r->type == RECORD_DONE && payload_len == KEY_LEN;
 }
 
@@ -548,7 +564,7 @@ static bool read_event_at(dn_spool *s, int fd, uint64_t offset, uint64_t size, d
         return false;
     }
     buf->len = (size_t)size;
-    if (!record_parse((const uint8_t *)buf->data, size, r) || r->type != RECORD_EVENT ||
+    if (!record_parse((const uint8_t *)buf->data, size, r) || !is_event_record(r->type) ||
         r->size != size) {
         set_error(s, "an event in %s no longer reads back intact", s->dir);
         return false;
@@ -888,7 +904,7 @@ static bool list_pending(dn_spool *s, gone_list *list, key_map *map, dn_buf *buf
             const uint8_t *data = (const uint8_t *)buf->data;
             record r;
             for (uint64_t at = 0; record_parse(data + at, buf->len - at, &r); at += r.size) {
-                if (r.type != RECORD_EVENT) continue;
+                if (!is_event_record(r.type)) continue;
                 key_slot *slot = key_map_slot(map, r.payload);
                 if (!slot->used || slot->done) continue;
                 if (a->count == a->cap) {
@@ -902,7 +918,7 @@ static bool list_pending(dn_spool *s, gone_list *list, key_map *map, dn_buf *buf
                     a->cap = cap;
                 }
                 event_view ev;
-                event_decode(r.payload, r.payload_len, &ev);
+                event_decode(r.type, r.payload, r.payload_len, &ev);
                 a->events[a->count++] = (adopted_event){
                     .slot = slot,
                     .writer = w,
@@ -1217,9 +1233,10 @@ bool dn_spool_replay(dn_spool *s, dn_spool_event_fn on_event, void *ud)
             ok = false;
             continue;
         }
-        event_decode(r.payload, r.payload_len, &ev);
+        event_decode(r.type, r.payload, r.payload_len, &ev);
         dn_spool_event event = {
             .id = s->pending[i].id,
+            .emitted_ms = ev.emitted_ms,
             .body = ev.body,
             .body_len = ev.body_len,
             .user_agent = ev.user_agent_len ? ev.user_agent : NULL,
@@ -1235,23 +1252,26 @@ bool dn_spool_replay(dn_spool *s, dn_spool_event_fn on_event, void *ud)
     return ok;
 }
 
-dn_spool_status dn_spool_append(dn_spool *s, const uint8_t idempotency_key[16], const char *body,
-                                size_t body_len, const char *user_agent, size_t user_agent_len,
-                                const char *client_ip, size_t client_ip_len, uint64_t *id)
+dn_spool_status dn_spool_append(dn_spool *s, const uint8_t idempotency_key[16], int64_t emitted_ms,
+                                const char *body, size_t body_len, const char *user_agent,
+                                size_t user_agent_len, const char *client_ip, size_t client_ip_len,
+                                uint64_t *id)
 {
+    uint32_t fixed = emitted_ms > 0 ? EVENT_AT_FIXED : EVENT_FIXED;
     if (user_agent_len > UINT16_MAX || client_ip_len > UINT16_MAX ||
-        body_len > UINT32_MAX - EVENT_FIXED - user_agent_len - client_ip_len) {
+        body_len > UINT32_MAX - fixed - user_agent_len - client_ip_len) {
         set_error(s, "event too large for the spool");
         return DN_SPOOL_ERROR;
     }
-    uint32_t payload_len = (uint32_t)(EVENT_FIXED + body_len + user_agent_len + client_ip_len);
+    uint32_t payload_len = (uint32_t)(fixed + body_len + user_agent_len + client_ip_len);
     uint64_t size = RECORD_HEADER + (uint64_t)payload_len;
     if (size > s->max_bytes || s->disk_bytes > s->max_bytes - size) return DN_SPOOL_FULL;
 
     dn_buf *b = &s->scratch;
-    record_begin(b, RECORD_EVENT, payload_len);
+    record_begin(b, emitted_ms > 0 ? RECORD_EVENT_AT : RECORD_EVENT, payload_len);
     dn_buf_append(b, idempotency_key, KEY_LEN);
     append_u64(b, s->next_id); /* the id add_event hands out for it */
+    if (emitted_ms > 0) append_u64(b, (uint64_t)emitted_ms);
     append_u32(b, (uint32_t)body_len);
     dn_buf_append(b, body, body_len);
     append_u16(b, (uint16_t)user_agent_len);
