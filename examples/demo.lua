@@ -1,8 +1,8 @@
 -- The demo: starts the bundled collector (nginx on 127.0.0.1, a free port), runs the
 -- storefront visit of examples/storefront.lua through dukanext, and prints what the
--- collector received. Run it with `./dev.sh demo`.
+-- collector received. Run it with `./dev.sh demo`, or from the repository's root:
+--   LUA_CPATH="build/?.so;;" lua5.4 examples/demo.lua
 package.path = "./?.lua;" .. package.path
-package.cpath = (os.getenv("DUKANEXT_CPATH") or "./build/?.so") .. ";" .. package.cpath
 
 local collector = require("spec.support.collector").start({})
 print("collector listening at " .. collector.url)

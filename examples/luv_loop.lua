@@ -11,6 +11,9 @@
 --
 --   lua5.4 examples/luv_loop.lua <endpoint> [events]     (or DUKANEXT_ENDPOINT)
 --
+-- require finds the module once installed (cmake --install); from a build tree, put
+-- it on the path: LUA_CPATH="build/?.so;;" lua5.4 examples/...
+--
 -- Needs Debian's lua-luv (`require("luv")`), for Lua 5.1-5.4 and LuaJIT.
 local uv = require("luv")
 local dn = require("dukanext")

@@ -3,6 +3,9 @@
 --
 --   lua5.4 examples/storefront.lua http://127.0.0.1:8080/access/api/v1/analytics
 --
+-- require finds the module once installed (cmake --install); from a build tree, put
+-- it on the path: LUA_CPATH="build/?.so;;" lua5.4 examples/...
+--
 -- Runs against any endpoint; examples/demo.lua runs it against the bundled collector.
 local dn = require("dukanext")
 

@@ -26,23 +26,21 @@ dependencies = {
 external_dependencies = {
   CURL = { library = "curl" },
 }
+-- One compiler call from the sources straight into the rock's folder: nothing is left
+-- in the checkout. (The builtin type writes src/*.o and ./dukanext.so there, and Lua's
+-- default ./?.so then loads that file from the repository's root, in whatever Lua
+-- runs there.)
 build = {
-  type = "builtin",
-  modules = {
-    dukanext = {
-      sources = {
-        "src/buf.c", "src/os_posix.c", "src/os_linux.c", "src/ids.c", "src/json.c", "src/body.c", "src/session.c",
-        "src/queue.c", "src/policy.c", "src/config.c", "src/transport.c", "src/concurrency.c",
-        "src/client.c", "src/file_store.c", "src/spool_record.c", "src/spool_files.c",
-        "src/spool_adopt.c", "src/spool.c", "src/url.c", "src/suggest.c", "src/dukanext.c",
-        "src/binding_emit.c", "src/binding_storage.c", "src/binding_options.c",
-      },
-      defines = { "_GNU_SOURCE" },
-      incdirs = { "src", "$(CURL_INCDIR)" },
-      libdirs = { "$(CURL_LIBDIR)" },
-      libraries = { "curl" },
-    },
+  type = "command",
+  install_command = 'mkdir -p "$(LIBDIR)" && $(CC) $(CFLAGS) $(LIBFLAG) -D_GNU_SOURCE'
+    .. ' -Isrc -I"$(LUA_INCDIR)" -I"$(CURL_INCDIR)" -o "$(LIBDIR)/dukanext.so"'
+    .. " src/buf.c src/os_posix.c src/os_linux.c src/ids.c src/json.c src/body.c src/session.c"
+    .. " src/queue.c src/policy.c src/config.c src/transport.c src/concurrency.c src/client.c"
+    .. " src/file_store.c src/spool_record.c src/spool_files.c src/spool_adopt.c src/spool.c"
+    .. " src/url.c src/suggest.c src/dukanext.c src/binding_emit.c src/binding_storage.c"
+    .. ' src/binding_options.c -L"$(CURL_LIBDIR)" -lcurl -lm',
+  install = {
     -- The OpenResty helper, beside the C module.
-    ["dukanext.ngx"] = "lua/dukanext/ngx.lua",
+    lua = { ["dukanext.ngx"] = "lua/dukanext/ngx.lua" },
   },
 }

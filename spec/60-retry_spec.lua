@@ -191,57 +191,73 @@ describe("retries", function()
       assert.same({}, errors)
     end)
 
-    it("report NETWORK_ERROR when the connection keeps closing", function()
+    -- No network is waited out whatever max_retries says, until max_age after emit;
+    -- the report is then EXPIRED and names the last failure.
+    local function assert_expired(err, name, failure)
+      assert.equals("EXPIRED", err.code)
+      assert.is_nil(err.status)
+      assert.equals(name, err.event)
+      assert.matches(failure, err.message, 1, true)
+    end
+
+    -- Each requeued attempt counts a retry; the last one either expired when it
+    -- ended (no retry) or while it waited (its retry already counted).
+    local function assert_retries(stats, attempts)
+      assert(stats.retries == attempts - 1 or stats.retries == attempts,
+        stats.retries .. " retries for " .. attempts .. " attempts")
+    end
+
+    it("wait out a connection that keeps closing past max_retries, then report EXPIRED naming NETWORK_ERROR", function()
       c:plan({}, { close = true })
-      local cl = client({ max_retries = 1 })
+      local cl = client({ max_retries = 1, max_age = 1 })
       assert.is_true(cl:emit("always_closed"))
       assert.is_true(cl:flush(5))
 
       assert.equals(1, #errors)
-      assert.equals("NETWORK_ERROR", errors[1].code)
-      assert.is_nil(errors[1].status)
-      assert.equals(2, errors[1].attempts)
-      assert.equals(1, cl:stats().retries)
+      assert_expired(errors[1], "always_closed", "NETWORK_ERROR")
+      assert(errors[1].attempts >= 3, errors[1].attempts .. " attempts")
+      assert_retries(cl:stats(), errors[1].attempts)
+      assert.equals(1, cl:stats().failed)
       assert.equals(0, #c:events())
     end)
 
-    it("retry a refused connection and report CONNECT_ERROR", function()
+    it("wait out a refused connection past max_retries, then report EXPIRED naming CONNECT_ERROR", function()
       local port = helpers.collector_lib.free_port()
       local cl = client({
         endpoint = "http://127.0.0.1:" .. port .. "/access/api/v1/analytics",
-        max_retries = 2,
+        max_retries = 1, max_age = 1,
       })
       assert.is_true(cl:emit("refused_connection"))
       assert.is_true(cl:flush(5))
 
       assert.equals(1, #errors)
-      assert.equals("CONNECT_ERROR", errors[1].code)
-      assert.is_nil(errors[1].status)
-      assert.equals(3, errors[1].attempts)
-      assert.equals("refused_connection", errors[1].event)
+      assert_expired(errors[1], "refused_connection", "CONNECT_ERROR")
+      assert(errors[1].attempts >= 3, errors[1].attempts .. " attempts")
       local s = cl:stats()
       assert.equals(1, s.failed)
-      assert.equals(2, s.retries)
+      assert_retries(s, errors[1].attempts)
     end)
 
-    it("retry an answer slower than timeout and report TIMEOUT #timing", function()
+    it("wait out an answer slower than timeout, then report EXPIRED naming TIMEOUT #timing", function()
       c:plan({}, { delay = 2, status = 500 })
-      local cl = client({ timeout = 0.3, max_retries = 1 })
+      local cl = client({ timeout = 0.3, max_retries = 0, max_age = 0.5 })
       assert.is_true(cl:emit("too_slow"))
       local t0 = now()
       assert.is_true(cl:flush(5))
       local elapsed = now() - t0
 
-      assert(elapsed < helpers.within(1.5), "two 0.3 s attempts took " .. elapsed .. " s")
+      assert(elapsed < helpers.within(1.5), "0.3 s attempts for 0.5 s took " .. elapsed .. " s")
       assert.equals(1, #errors)
-      assert.equals("TIMEOUT", errors[1].code)
-      assert.is_nil(errors[1].status)
-      assert.equals(2, errors[1].attempts)
-      assert.equals(1, cl:stats().retries)
+      assert_expired(errors[1], "too_slow", "TIMEOUT")
+      local attempts = errors[1].attempts
+      assert(attempts >= 1 and attempts <= 2, attempts .. " attempts of 0.3 s within 0.5 s")
+      assert_retries(cl:stats(), attempts)
 
       -- The collector logs a held request when it answers it, 2 s after it came.
-      local list = requests_of(c:wait_requests(2, 4), "too_slow")
-      assert.same({ "1", "2" }, header(list, "attempt"))
+      local list = requests_of(c:wait_requests(attempts, 4), "too_slow")
+      local numbers = {}
+      for i = 1, attempts do numbers[i] = tostring(i) end
+      assert.same(numbers, header(list, "attempt"))
       assert_same_event(list)
     end)
   end)

@@ -106,8 +106,14 @@ describe("lifecycle", function()
       -- Once "first" has arrived, the pumps stop; its answer then waits on the socket,
       -- where emit must leave it: it is there once the state's descriptor is readable.
       assert.is_true(helpers.pump_until(function() return #c:arrivals() == 1 end, within(3)))
-      local readable = socket.select({ { getfd = function() return dn.poll_fd() end } }, nil, within(2))
-      assert.equals(1, #readable, "the answer to \"first\" did not arrive")
+      if dn.poll_fd() then
+        local readable = socket.select({ { getfd = function() return dn.poll_fd() end } }, nil, within(2))
+        assert.equals(1, #readable, "the answer to \"first\" did not arrive")
+      else
+        -- No descriptor to watch (the portable build): the collector's log says when
+        -- it answered, and the answer then waits on the socket just the same.
+        assert.equals(1, #c:wait_requests(1, within(2)), "the answer to \"first\" was not sent")
+      end
 
       local storage_errors = count(calls, function(call) return call.code == "STORAGE_ERROR" end)
       assert(storage_errors >= 1, "pump did not report the storage failure")

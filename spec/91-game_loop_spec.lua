@@ -32,6 +32,9 @@ describe("a 60 fps game loop #timing", function()
       endpoint = collector.url,
       storage = dn.file_storage(dir .. "/ids.json"),
     }))
+    -- Closed even when an assertion fails: events left in flight when the collector
+    -- stops would wait for the network (max_age) and hold up the specs that follow.
+    finally(function() cl:close() end)
 
     local emitted, frames, pump_times = 0, 0, {}
     local function emit(event, metadata)

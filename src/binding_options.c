@@ -52,6 +52,7 @@ static const option_spec option_specs[] = {
     {"max_retries", OPT_COUNT, CONFIG_FIELD(max_retries), 0, 100},
     {"retry_base", OPT_SECONDS, CONFIG_FIELD(retry_base_ms), 0, 1e6},
     {"retry_max", OPT_SECONDS, CONFIG_FIELD(retry_max_ms), 0, 1e6},
+    {"max_age", OPT_SECONDS, CONFIG_FIELD(max_age_ms), 0.001, 31536000},
     {"max_body", OPT_COUNT, CONFIG_FIELD(max_body), 256, 1073741824},
     {"headers", OPT_HEADERS, 0, 0, 0},
     {"user_agent", OPT_TEXT, CONFIG_FIELD(user_agent), 0, 0},

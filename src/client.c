@@ -54,6 +54,14 @@ static void replay_spooled(void *ud, const dn_spool_event *spooled)
     /* Without memory it stays on disk for the next start. */
     if (!e) return;
     e->spool_id = spooled->id;
+    /* max_age counts from the emit, in whichever run it happened; the monotonic clock
+     * does not span runs, the wall clock does. */
+    int64_t age = spooled->emitted_ms > 0 ? dn_wall_ms() - spooled->emitted_ms : 0;
+    if (age < 0) age = 0;
+    int64_t now = dn_mono_ms();
+    dn_event_set_deadline(e, now + c->config.max_age_ms - age, now);
+    int64_t deadline = dn_event_deadline_ms(e, now);
+    if (deadline < c->expiry_check_ms) c->expiry_check_ms = deadline;
     dn_queue_push_fresh(&c->queue, e);
     c->hub->pending++;
     c->stats.replayed++;
@@ -120,6 +128,8 @@ dn_client *dn_client_new(dn_hub *hub, dn_config *config)
     dn_concurrency_init(&c->concurrency, (unsigned)c->config.max_in_flight, (unsigned)slot_count,
                         dn_mono_us());
     dn_queue_init(&c->queue);
+    c->ramp_in_flight = SIZE_MAX;
+    c->expiry_check_ms = INT64_MAX;
     c->transport_options = (dn_transport_options){
         .endpoint = c->config.endpoint,
         .user_agent = c->config.user_agent,
@@ -188,8 +198,9 @@ static dn_accept spool_event(dn_client *c, dn_event *e)
     if (c->spool) {
         const char *ua = dn_event_user_agent(e);
         const char *ip = dn_event_client_ip(e);
-        status = dn_spool_append(c->spool, e->idempotency_key, dn_event_body(e), e->body_len, ua,
-                                 e->user_agent_len, ip, e->client_ip_len, &e->spool_id);
+        status =
+            dn_spool_append(c->spool, e->idempotency_key, dn_wall_ms(), dn_event_body(e),
+                            e->body_len, ua, e->user_agent_len, ip, e->client_ip_len, &e->spool_id);
         if (status == DN_SPOOL_ERROR)
             snprintf(c->spool_error, sizeof c->spool_error, "%s", dn_spool_error(c->spool));
     }
@@ -219,6 +230,10 @@ dn_accept dn_client_accept(dn_client *c, const char *body, size_t body_len, cons
     dn_event *e =
         dn_event_new(body, body_len, user_agent, user_agent_len, client_ip, client_ip_len, NULL);
     if (!e) return DN_REFUSED_NO_MEMORY;
+    int64_t now = dn_mono_ms();
+    dn_event_set_deadline(e, now + c->config.max_age_ms, now);
+    int64_t deadline = dn_event_deadline_ms(e, now);
+    if (deadline < c->expiry_check_ms) c->expiry_check_ms = deadline;
     if (c->config.spool_dir) {
         verdict = spool_event(c, e);
         if (verdict == DN_REFUSED_SPOOL_FULL) {
@@ -268,6 +283,7 @@ size_t dn_client_close(dn_client *c)
     c->in_flight = 0;
     c->in_flight_bytes = 0;
     update_connection_holders(c);
+    c->probe = NULL;
     for (dn_event *e = dn_queue_take_all(&c->queue); e;) {
         dn_event *next = e->next;
         dn_event_free(e);
@@ -376,6 +392,10 @@ void dn_hub_check_fork(dn_hub *hub)
         c->reports_pending = 0;
         c->paused_until_ms = 0;
         c->holds_connections = false;
+        c->offline = false;
+        c->probe = NULL;
+        c->ramp_in_flight = SIZE_MAX;
+        c->expiry_check_ms = INT64_MAX;
         memset(&c->stats, 0, sizeof c->stats);
         /* The parent keeps its spool writer; the child becomes a writer of its own on
          * its first event. */
@@ -424,10 +444,75 @@ static dn_slot *idle_slot(dn_client *c)
     return NULL;
 }
 
+/* Offline, a single attempt at a time finds out whether the network is back; coming
+ * back, the limit grows from one as answers arrive. */
+/* Attempts allowed in flight now: the one probe while offline; coming back, a ramp
+ * that grows by one per answer; otherwise what the concurrency rule allows. */
+static size_t in_flight_limit(const dn_client *c)
+{
+    if (c->offline) return 1;
+    size_t limit = dn_concurrency_limit(&c->concurrency);
+    return c->ramp_in_flight < limit ? c->ramp_in_flight : limit;
+}
+
+/* Puts an event back in the queue, to be attempted again from due_ms on. */
+static bool requeue(dn_client *c, dn_event *e, int64_t due_ms)
+{
+    e->due_ms = due_ms;
+    if (!dn_queue_push_retry(&c->queue, e)) return false;
+    int64_t deadline = dn_event_deadline_ms(e, due_ms);
+    if (deadline < c->expiry_check_ms) c->expiry_check_ms = deadline;
+    c->stats.retries++;
+    return true;
+}
+
+/* An event that needs no more sending: its spool record is done, it leaves pending. */
+static void finish(dn_client *c, dn_event *e)
+{
+    if (e->spool_id && c->spool) dn_spool_mark_done(c->spool, e->spool_id);
+    c->hub->pending--;
+}
+
+static void fail(dn_client *c, dn_event *e, const char *code, long status, const char *message)
+{
+    finish(c, e);
+    c->stats.failed++;
+    queue_report(c, code, status, message, e);
+}
+
+/* Gives up an event max_age after its emit; why it was not delivered is the last
+ * failure when there was one. */
+static void expire(dn_client *c, dn_event *e, const char *last_failure)
+{
+    char message[DN_FAILURE_TEXT_MAX + 128];
+    int n = snprintf(message, sizeof message, "not delivered within max_age (%g s) of its emit",
+                     (double)c->config.max_age_ms / 1000.0);
+    if (last_failure && *last_failure && n > 0 && (size_t)n < sizeof message)
+        snprintf(message + n, sizeof message - (size_t)n, "; last failure: %s", last_failure);
+    fail(c, e, "EXPIRED", 0, message);
+}
+
+/* Expires every queued event whose max_age has passed. One pass over the queue, so
+ * it runs no more than once a second, and only when something is due to expire. */
+static void expire_queued(dn_client *c, int64_t now_ms)
+{
+    int64_t next = INT64_MAX;
+    dn_event *e = dn_queue_take_expired(&c->queue, now_ms, &next);
+    c->expiry_check_ms = next < now_ms + 1000 ? now_ms + 1000 : next;
+    while (e) {
+        dn_event *following = e->next;
+        e->next = NULL;
+        expire(c, e, c->offline ? c->offline_reason : NULL);
+        e = following;
+    }
+}
+
 /* Starts as many due events as the client's limits allow. */
 static void start_due(dn_client *c, int64_t now_ms)
 {
-    if (c->closed || c->paused_until_ms > now_ms) return;
+    if (c->closed) return;
+    if (now_ms >= c->expiry_check_ms) expire_queued(c, now_ms);
+    if (c->paused_until_ms > now_ms) return;
     /* Until an answer tells the protocol, the bound of HTTP/1.1. */
     if (c->host_connections == 0) c->host_connections = c->config.max_connections;
     /* Counted before the first attempt starts, so that its bound is in force. */
@@ -435,10 +520,12 @@ static void start_due(dn_client *c, int64_t now_ms)
         c->holds_connections = true;
         limit_host_connections(c->hub);
     }
-    size_t limit = dn_concurrency_limit(&c->concurrency);
+    size_t limit = in_flight_limit(c);
     while (dn_queue_next_due(&c->queue) <= now_ms) {
         if (c->in_flight >= limit) {
-            dn_concurrency_saturated(&c->concurrency);
+            /* A backlog at the rule's own limit is what lets it grow. */
+            if (limit == dn_concurrency_limit(&c->concurrency))
+                dn_concurrency_saturated(&c->concurrency);
             return;
         }
         dn_slot *slot = idle_slot(c);
@@ -455,6 +542,7 @@ static void start_due(dn_client *c, int64_t now_ms)
             return;
         }
         slot->started_us = dn_mono_us();
+        if (c->offline) c->probe = e;
         c->in_flight++;
         c->in_flight_bytes += dn_event_size(e);
     }
@@ -514,17 +602,54 @@ static void observe_attempt(dn_client *c, const dn_slot *slot, const dn_attempt_
                                 overload ? DN_SIGNAL_OVERLOAD : DN_SIGNAL_ANSWERED);
 }
 
+/* A no-network failure. The first one takes the client offline; from then on only the
+ * probe's failures move the next probe further out (full jitter capped at
+ * retry_max), so attempts that were already in flight do not count twice. */
+static void note_offline(dn_client *c, bool was_probe, const dn_attempt_result *r, int64_t now)
+{
+    if (c->offline && !was_probe) return;
+    if (!c->offline) {
+        c->offline = true;
+        c->offline_probes = 0;
+    }
+    if (c->offline_probes < 64) c->offline_probes++;
+    int64_t delay = dn_backoff_ms(c->offline_probes, c->config.retry_base_ms,
+                                  c->config.retry_max_ms, dn_random_u64());
+    if (now + delay > c->paused_until_ms) c->paused_until_ms = now + delay;
+    snprintf(c->offline_reason, sizeof c->offline_reason, "%s: %s",
+             dn_curl_error_code(r->curl_code), r->error_text);
+}
+
+/* Something answered: back online, the backlog going out a few at a time at first. */
+static void note_reached(dn_client *c)
+{
+    if (c->offline) {
+        c->offline = false;
+        c->ramp_in_flight = 1;
+    } else if (c->ramp_in_flight < dn_concurrency_limit(&c->concurrency)) {
+        c->ramp_in_flight++;
+    } else {
+        c->ramp_in_flight = SIZE_MAX; /* back to the concurrency rule alone */
+    }
+}
+
 static void attempt_done(void *ud, dn_slot *slot, dn_event *e, const dn_attempt_result *r)
 {
-    dn_hub *hub = ud;
+    (void)ud;
     dn_client *c = slot->owner;
     int64_t now = dn_mono_ms();
     c->in_flight--;
     c->in_flight_bytes -= dn_event_size(e);
     observe_attempt(c, slot, r);
+    bool was_probe = c->probe == e;
+    if (was_probe) c->probe = NULL;
 
     dn_verdict verdict = r->curl_code != CURLE_OK ? dn_verdict_for_curl(r->curl_code)
                                                   : dn_verdict_for_status(r->status);
+    if (verdict == DN_VERDICT_OFFLINE)
+        note_offline(c, was_probe, r, now);
+    else
+        note_reached(c);
 
     /* The server asked the whole client to hold off, not just this event: the pause
      * holds even when this event has no attempt left. */
@@ -535,36 +660,40 @@ static void attempt_done(void *ud, dn_slot *slot, dn_event *e, const dn_attempt_
         if (now + pause > c->paused_until_ms) c->paused_until_ms = now + pause;
     }
 
-    bool finished = verdict != DN_VERDICT_RETRY || e->attempts > c->config.max_retries;
-    if (finished && e->spool_id && c->spool) dn_spool_mark_done(c->spool, e->spool_id);
-
+    bool retry = false;
+    if (verdict == DN_VERDICT_RETRY) {
+        if (e->server_retries < UINT8_MAX) e->server_retries++;
+        retry = e->server_retries <= c->config.max_retries;
+    }
     if (verdict == DN_VERDICT_DELIVERED) {
+        finish(c, e);
         c->stats.sent++;
-        hub->pending--;
         dn_event_free(e);
-    } else if (verdict == DN_VERDICT_RETRY && e->attempts <= c->config.max_retries) {
-        int64_t delay;
-        if (pause > 0) {
+    } else if ((retry || verdict == DN_VERDICT_OFFLINE) && dn_event_expired(e, now)) {
+        char code[DN_CODE_MAX + 1];
+        char message[CURL_ERROR_SIZE + 64];
+        char last[DN_FAILURE_TEXT_MAX];
+        describe_failure(r, code, sizeof code, message, sizeof message);
+        snprintf(last, sizeof last, "%s: %s", code, message);
+        expire(c, e, last);
+    } else if (retry || verdict == DN_VERDICT_OFFLINE) {
+        /* Offline, the event waits for the probe's pause like every other one. */
+        int64_t delay = 0;
+        if (pause > 0)
             delay = pause;
-        } else {
-            delay = dn_backoff_ms(e->attempts, c->config.retry_base_ms, c->config.retry_max_ms,
-                                  dn_random_u64());
-        }
-        e->due_ms = now + delay;
-        if (dn_queue_push_retry(&c->queue, e)) {
-            c->stats.retries++;
-        } else {
+        else if (retry)
+            delay = dn_backoff_ms(e->server_retries, c->config.retry_base_ms,
+                                  c->config.retry_max_ms, dn_random_u64());
+        if (!requeue(c, e, now + delay)) {
+            finish(c, e);
             c->stats.failed++;
-            hub->pending--;
             queue_report(c, "OUT_OF_MEMORY", 0, "no memory to schedule a retry", e);
         }
     } else {
-        c->stats.failed++;
-        hub->pending--;
         char code[DN_CODE_MAX + 1];
         char message[CURL_ERROR_SIZE + 64];
         describe_failure(r, code, sizeof code, message, sizeof message);
-        queue_report(c, code, r->curl_code == CURLE_OK ? r->status : 0, message, e);
+        fail(c, e, code, r->curl_code == CURLE_OK ? r->status : 0, message);
     }
     start_due(c, now);
     update_connection_holders(c);
@@ -610,9 +739,9 @@ int dn_hub_idle_ms(dn_hub *hub, int64_t now_ms, int limit_ms)
     if (curl_ms >= 0 && curl_ms < wait) wait = curl_ms;
     if (hub->spool_due_ms - now_ms < wait) wait = hub->spool_due_ms - now_ms;
     for (dn_client *c = hub->clients; c; c = c->next) {
-        if (c->closed || c->queue.count == 0 ||
-            c->in_flight >= dn_concurrency_limit(&c->concurrency))
-            continue;
+        if (c->closed || c->queue.count == 0) continue;
+        if (c->expiry_check_ms - now_ms < wait) wait = c->expiry_check_ms - now_ms;
+        if (c->in_flight >= in_flight_limit(c)) continue;
         int64_t due = dn_queue_next_due(&c->queue);
         if (due < c->paused_until_ms) due = c->paused_until_ms;
         if (due - now_ms < wait) wait = due - now_ms;

@@ -45,6 +45,9 @@ void dn_report_free(dn_report *report);
 
 typedef struct dn_hub dn_hub;
 
+/* Room for "CODE: message" of a failed attempt. */
+#define DN_FAILURE_TEXT_MAX (DN_CODE_MAX + CURL_ERROR_SIZE + 80)
+
 typedef struct dn_client {
     dn_hub *hub;
     struct dn_client *prev, *next; /* in hub->clients */
@@ -61,7 +64,14 @@ typedef struct dn_client {
     bool holds_connections;
     size_t in_flight;
     size_t in_flight_bytes;
-    int64_t paused_until_ms; /* Retry-After: no attempt of this client starts before */
+    int64_t paused_until_ms; /* Retry-After or offline: no attempt starts before */
+    /* No network: one attempt at a time (the probe) tells when it is back. */
+    bool offline;
+    unsigned offline_probes;                  /* no-network failures in a row, for the backoff */
+    const dn_event *probe;                    /* the attempt started while offline, if in flight */
+    char offline_reason[DN_FAILURE_TEXT_MAX]; /* "CODE: text" of the last one */
+    size_t ramp_in_flight; /* back online: the in-flight bound grows by one per answer (SIZE_MAX: none) */
+    int64_t expiry_check_ms;                  /* no queued event expires before this */
     dn_stats stats;
     size_t reports_pending;
     bool wants_reports; /* false: failures are counted, not reported */

@@ -19,6 +19,7 @@ void dn_config_defaults(dn_config *c)
     c->max_body = 65536;
     c->retry_base_ms = 500;
     c->retry_max_ms = 60000;
+    c->max_age_ms = (int64_t)24 * 3600 * 1000;
     c->session_timeout_ms = 1800 * 1000;
     c->spool_sync = DN_SPOOL_SYNC_INTERVAL;
     c->spool_interval_ms = 1000;

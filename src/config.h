@@ -36,6 +36,7 @@ typedef struct dn_config {
     size_t max_body;
     int64_t retry_base_ms;
     int64_t retry_max_ms;
+    int64_t max_age_ms; /* an event not delivered this long after emit is EXPIRED */
     int64_t session_timeout_ms;
     struct curl_slist *headers; /* "Name: value" lines sent with every event */
     char *spool_dir;            /* NULL: events live in memory only */

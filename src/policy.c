@@ -31,8 +31,13 @@ dn_verdict dn_verdict_for_curl(CURLcode code)
     case CURLE_UNKNOWN_OPTION:
     case CURLE_LOGIN_DENIED:
         return DN_VERDICT_FAILED;
-    default:
+    case CURLE_OUT_OF_MEMORY:
+    case CURLE_SSL_CONNECT_ERROR:
         return DN_VERDICT_RETRY;
+    default:
+        /* Whatever on_error would call DNS_ERROR, CONNECT_ERROR, TIMEOUT or
+         * NETWORK_ERROR: the server was never reached or never answered. */
+        return DN_VERDICT_OFFLINE;
     }
 }
 

@@ -9,13 +9,15 @@
 
 typedef enum dn_verdict {
     DN_VERDICT_DELIVERED,
-    DN_VERDICT_RETRY,  /* worth another attempt after a pause */
-    DN_VERDICT_FAILED, /* another attempt would get the same answer */
+    DN_VERDICT_RETRY,   /* the server answered: worth another attempt after a pause */
+    DN_VERDICT_OFFLINE, /* no server was reached: wait for the network to come back */
+    DN_VERDICT_FAILED,  /* another attempt would get the same answer */
 } dn_verdict;
 
 /* 2xx delivered; 408, 429 and 5xx but 501 and 505 retried; everything else failed. */
 dn_verdict dn_verdict_for_status(long status);
-/* Transport failures: the network's fault is retried, a refusal by policy (TLS
+/* Transport failures: no network (DNS, connect, a dropped connection, a timeout) is
+ * waited out, another fault of the transfer is retried, a refusal by policy (TLS
  * verification, a disallowed redirect) is not. */
 dn_verdict dn_verdict_for_curl(CURLcode code);
 /* The stable upper-case code on_error reports for a transport failure. */

@@ -15,6 +15,9 @@ dn_event *dn_event_new(const char *body, size_t body_len, const char *user_agent
     if (!e) return NULL;
     e->next = NULL;
     e->due_ms = 0;
+    e->expiry_tick = 0;
+    e->has_deadline = false;
+    e->server_retries = 0;
     e->body_len = (uint32_t)body_len;
     e->user_agent_len = (uint16_t)user_agent_len;
     e->client_ip_len = (uint16_t)client_ip_len;
@@ -44,6 +47,34 @@ dn_event *dn_event_new(const char *body, size_t body_len, const char *user_agent
 void dn_event_free(dn_event *event)
 {
     free(event);
+}
+
+void dn_event_set_deadline(dn_event *e, int64_t deadline_ms, int64_t now_ms)
+{
+    e->has_deadline = true;
+    if (deadline_ms <= now_ms) {
+        e->expiry_tick = (uint32_t)(now_ms / DN_EXPIRY_TICK_MS); /* due now */
+        return;
+    }
+    if (deadline_ms - now_ms > DN_EXPIRY_AHEAD_MS) deadline_ms = now_ms + DN_EXPIRY_AHEAD_MS;
+    e->expiry_tick = (uint32_t)((deadline_ms + DN_EXPIRY_TICK_MS - 1) / DN_EXPIRY_TICK_MS);
+}
+
+/* Ticks from now to the deadline, negative once it has passed. */
+static int32_t ticks_left(const dn_event *e, int64_t now_ms)
+{
+    return (int32_t)(e->expiry_tick - (uint32_t)(now_ms / DN_EXPIRY_TICK_MS));
+}
+
+bool dn_event_expired(const dn_event *e, int64_t now_ms)
+{
+    return e->has_deadline && ticks_left(e, now_ms) <= 0;
+}
+
+int64_t dn_event_deadline_ms(const dn_event *e, int64_t now_ms)
+{
+    if (!e->has_deadline) return INT64_MAX;
+    return (now_ms / DN_EXPIRY_TICK_MS + ticks_left(e, now_ms)) * DN_EXPIRY_TICK_MS;
 }
 
 size_t dn_event_size_for(size_t body_len, size_t user_agent_len, size_t client_ip_len)
@@ -134,6 +165,73 @@ int64_t dn_queue_next_due(const dn_queue *q)
     if (q->fresh_head) return 0;
     if (q->retry_len > 0) return q->retry_heap[0]->due_ms;
     return INT64_MAX;
+}
+
+/* Restores the heap order of the whole retry heap, bottom up. */
+static void retry_heap_build(dn_queue *q)
+{
+    for (size_t top = q->retry_len / 2; top-- > 0;) {
+        dn_event *e = q->retry_heap[top];
+        size_t i = top;
+        for (;;) {
+            size_t child = 2 * i + 1;
+            if (child >= q->retry_len) break;
+            if (child + 1 < q->retry_len &&
+                q->retry_heap[child + 1]->due_ms < q->retry_heap[child]->due_ms)
+                child++;
+            if (e->due_ms <= q->retry_heap[child]->due_ms) break;
+            q->retry_heap[i] = q->retry_heap[child];
+            i = child;
+        }
+        q->retry_heap[i] = e;
+    }
+}
+
+static void take_out(dn_queue *q, dn_event *e, dn_event ***tail)
+{
+    q->count--;
+    q->bytes -= dn_event_size(e);
+    e->next = NULL;
+    **tail = e;
+    *tail = &e->next;
+}
+
+dn_event *dn_queue_take_expired(dn_queue *q, int64_t now_ms, int64_t *next_expiry_ms)
+{
+    dn_event *chain = NULL;
+    dn_event **tail = &chain;
+    int64_t next = INT64_MAX;
+    dn_event **link = &q->fresh_head;
+    q->fresh_tail = NULL;
+    while (*link) {
+        dn_event *e = *link;
+        if (dn_event_expired(e, now_ms)) {
+            *link = e->next;
+            take_out(q, e, &tail);
+            continue;
+        }
+        int64_t deadline = dn_event_deadline_ms(e, now_ms);
+        if (deadline < next) next = deadline;
+        q->fresh_tail = e;
+        link = &e->next;
+    }
+    size_t kept = 0;
+    for (size_t i = 0; i < q->retry_len; i++) {
+        dn_event *e = q->retry_heap[i];
+        if (dn_event_expired(e, now_ms)) {
+            take_out(q, e, &tail);
+            continue;
+        }
+        int64_t deadline = dn_event_deadline_ms(e, now_ms);
+        if (deadline < next) next = deadline;
+        q->retry_heap[kept++] = e;
+    }
+    if (kept != q->retry_len) {
+        q->retry_len = kept;
+        retry_heap_build(q);
+    }
+    *next_expiry_ms = next;
+    return chain;
 }
 
 dn_event *dn_queue_take_all(dn_queue *q)

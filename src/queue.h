@@ -15,12 +15,25 @@ typedef struct dn_event {
     int64_t due_ms;    /* monotonic time before which no further attempt starts */
     uint64_t spool_id; /* its record in the client's spool, 0 when not spooled */
     uint32_t body_len;
+    uint32_t expiry_tick; /* when it is given up (max_age): see dn_event_set_deadline */
     uint16_t user_agent_len;
     uint16_t client_ip_len;
-    uint16_t attempts; /* attempts started so far */
+    uint16_t attempts;      /* attempts started so far, up to UINT16_MAX */
+    uint8_t server_retries; /* retries after a server's answer, which max_retries bounds */
+    bool has_deadline;
     uint8_t idempotency_key[16];
     char data[]; /* body, user agent, client ip, each followed by a NUL */
 } dn_event;
+
+/* A deadline is kept in 32 bits of 16 ms ticks of the monotonic clock, which keeps an
+ * event at 56 bytes: compared with wrap-around, it may lie up to 397 days ahead. It
+ * rounds up to its tick, so an event is never given up early. */
+#define DN_EXPIRY_TICK_MS  16
+#define DN_EXPIRY_AHEAD_MS ((int64_t)(INT32_MAX - 1) * DN_EXPIRY_TICK_MS)
+void dn_event_set_deadline(dn_event *e, int64_t deadline_ms, int64_t now_ms);
+bool dn_event_expired(const dn_event *e, int64_t now_ms);
+/* The deadline in monotonic milliseconds, INT64_MAX when it has none. */
+int64_t dn_event_deadline_ms(const dn_event *e, int64_t now_ms);
 
 /* idempotency_key: the event's key when it already has one (replayed from a spool),
  * NULL to make a new one. */
@@ -62,6 +75,10 @@ bool dn_queue_push_retry(dn_queue *q, dn_event *e);
 dn_event *dn_queue_pop_due(dn_queue *q, int64_t now_ms);
 /* The earliest due time of anything queued (INT64_MAX when empty). */
 int64_t dn_queue_next_due(const dn_queue *q);
+/* Removes the events whose deadline has come (at or before now_ms) and answers them
+ * as a chain, oldest fresh events first; *next_expiry_ms gets the earliest deadline
+ * of what stays (INT64_MAX when nothing does). One pass over the queue. */
+dn_event *dn_queue_take_expired(dn_queue *q, int64_t now_ms, int64_t *next_expiry_ms);
 /* Removes everything, oldest fresh events first; the caller owns the result chain. */
 dn_event *dn_queue_take_all(dn_queue *q);
 void dn_queue_free(dn_queue *q);

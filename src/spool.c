@@ -494,6 +494,7 @@ bool dn_spool_replay(dn_spool *s, dn_spool_event_fn on_event, void *ud)
         dn_spool_event_decode(&r, &ev);
         dn_spool_event event = {
             .id = s->pending[i].id,
+            .emitted_ms = ev.emitted_ms,
             .body = ev.body,
             .body_len = ev.body_len,
             .user_agent = ev.user_agent_len ? ev.user_agent : NULL,
@@ -509,11 +510,12 @@ bool dn_spool_replay(dn_spool *s, dn_spool_event_fn on_event, void *ud)
     return ok;
 }
 
-dn_spool_status dn_spool_append(dn_spool *s, const uint8_t idempotency_key[16], const char *body,
-                                size_t body_len, const char *user_agent, size_t user_agent_len,
-                                const char *client_ip, size_t client_ip_len, uint64_t *id)
+dn_spool_status dn_spool_append(dn_spool *s, const uint8_t idempotency_key[16], int64_t emitted_ms,
+                                const char *body, size_t body_len, const char *user_agent,
+                                size_t user_agent_len, const char *client_ip, size_t client_ip_len,
+                                uint64_t *id)
 {
-    uint64_t size = dn_spool_event_record_size(body_len, user_agent_len, client_ip_len);
+    uint64_t size = dn_spool_event_record_size(emitted_ms, body_len, user_agent_len, client_ip_len);
     if (size == 0) {
         set_error(s, "event too large for the spool");
         return DN_SPOOL_ERROR;
@@ -523,6 +525,7 @@ dn_spool_status dn_spool_append(dn_spool *s, const uint8_t idempotency_key[16], 
     dn_spool_event_fields fields = {
         .key = idempotency_key,
         .order = s->next_id, /* the id add_event hands out for it */
+        .emitted_ms = emitted_ms,
         .body = body,
         .body_len = (uint32_t)body_len,
         .user_agent = user_agent,

@@ -47,6 +47,7 @@ typedef struct dn_spool_options {
 typedef struct dn_spool_event {
     uint64_t id; /* the record's id, for dn_spool_mark_done */
     uint8_t idempotency_key[16];
+    int64_t emitted_ms; /* wall-clock milliseconds of its emit, 0 when not known */
     const char *body;
     size_t body_len;
     const char *user_agent; /* NULL when none */
@@ -73,11 +74,12 @@ typedef void (*dn_spool_event_fn)(void *ud, const dn_spool_event *event);
 bool dn_spool_replay(dn_spool *spool, dn_spool_event_fn on_event, void *ud);
 
 /* Appends an event; on DN_SPOOL_OK *id identifies it for dn_spool_mark_done. With
- * DN_SPOOL_SYNC_ALWAYS the record is on disk (fsync) when this returns. */
+ * DN_SPOOL_SYNC_ALWAYS the record is on disk (fsync) when this returns. emitted_ms:
+ * the wall-clock time of its emit, replayed with it; 0 when not known. */
 dn_spool_status dn_spool_append(dn_spool *spool, const uint8_t idempotency_key[16],
-                                const char *body, size_t body_len, const char *user_agent,
-                                size_t user_agent_len, const char *client_ip, size_t client_ip_len,
-                                uint64_t *id);
+                                int64_t emitted_ms, const char *body, size_t body_len,
+                                const char *user_agent, size_t user_agent_len,
+                                const char *client_ip, size_t client_ip_len, uint64_t *id);
 
 /* The event needs no more sending (delivered, or failed for good). Not synced on its
  * own: a DONE lost in a crash only means the event is sent once more, with the same

@@ -281,7 +281,7 @@ static bool collect_pending(dn_spool_adopter *s, gone_list *list, key_map *map, 
             dn_spool_record r;
             for (uint64_t at = 0; dn_spool_record_parse(data + at, buf->len - at, &r);
                  at += r.size) {
-                if (r.type != DN_SPOOL_RECORD_EVENT) continue;
+                if (!dn_spool_record_is_event(r.type)) continue;
                 key_slot *slot = key_map_slot(map, r.payload);
                 if (!slot->used || slot->done) continue;
                 adopted_event *grown =

@@ -107,7 +107,7 @@ bool dn_spool_read_event(int fd, uint64_t offset, uint64_t size, dn_buf *buf, dn
     }
     buf->len = (size_t)size;
     if (!dn_spool_record_parse((const uint8_t *)buf->data, size, r) ||
-        r->type != DN_SPOOL_RECORD_EVENT || r->size != size) {
+        !dn_spool_record_is_event(r->type) || r->size != size) {
         snprintf(error, error_size, "an event in %s no longer reads back intact", dir);
         return false;
     }

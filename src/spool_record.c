@@ -2,11 +2,12 @@
 
 #include <string.h>
 
-#define RECORD_MAGIC 0x50534e44u /* "DNSP" as bytes on disk */
-#define KEY_LEN      DN_SPOOL_KEY_LEN
-#define HEADER       DN_SPOOL_RECORD_HEADER
-#define EVENT_FIXED  (KEY_LEN + 8 + 4 + 2 + 2)
-#define EVENT_ORDER  (HEADER + KEY_LEN) /* where the order lies in a record */
+#define RECORD_MAGIC   0x50534e44u /* "DNSP" as bytes on disk */
+#define KEY_LEN        DN_SPOOL_KEY_LEN
+#define HEADER         DN_SPOOL_RECORD_HEADER
+#define EVENT_FIXED    (KEY_LEN + 8 + 4 + 2 + 2)
+#define EVENT_AT_FIXED (EVENT_FIXED + 8)
+#define EVENT_ORDER    (HEADER + KEY_LEN) /* where the order lies in a record */
 
 static void put_u16(uint8_t *p, uint16_t v)
 {
@@ -70,15 +71,22 @@ static void seal(uint8_t *record)
 
 /* Every length is checked against the room left, so a payload whose lengths do not
  * add up to its size is refused. */
-static bool event_fields_read(const uint8_t *payload, uint32_t len, dn_spool_event_fields *ev)
+static bool event_fields_read(uint8_t type, const uint8_t *payload, uint32_t len,
+                              dn_spool_event_fields *ev)
 {
-    if (len < EVENT_FIXED) return false;
-    uint32_t room = len - EVENT_FIXED; /* bytes left for body, user agent and ip */
+    uint32_t fixed = type == DN_SPOOL_RECORD_EVENT_AT ? EVENT_AT_FIXED : EVENT_FIXED;
+    if (len < fixed) return false;
+    uint32_t room = len - fixed; /* bytes left for body, user agent and ip */
     const uint8_t *p = payload;
     ev->key = p;
     p += KEY_LEN;
     ev->order = get_u64(p);
     p += 8;
+    ev->emitted_ms = 0;
+    if (type == DN_SPOOL_RECORD_EVENT_AT) {
+        ev->emitted_ms = (int64_t)get_u64(p);
+        p += 8;
+    }
     ev->body_len = get_u32(p);
     p += 4;
     if (ev->body_len > room) return false;
@@ -109,21 +117,24 @@ bool dn_spool_record_parse(const uint8_t *data, uint64_t avail, dn_spool_record 
     r->payload_len = payload_len;
     r->size = HEADER + (uint64_t)payload_len;
     dn_spool_event_fields ev;
-    if (r->type == DN_SPOOL_RECORD_EVENT) return event_fields_read(r->payload, payload_len, &ev);
+    if (dn_spool_record_is_event(r->type))
+        return event_fields_read(r->type, r->payload, payload_len, &ev);
     return r->type == DN_SPOOL_RECORD_DONE && payload_len == KEY_LEN;
 }
 
 void dn_spool_event_decode(const dn_spool_record *r, dn_spool_event_fields *fields)
 {
-    event_fields_read(r->payload, r->payload_len, fields);
+    event_fields_read(r->type, r->payload, r->payload_len, fields);
 }
 
-uint64_t dn_spool_event_record_size(size_t body_len, size_t user_agent_len, size_t client_ip_len)
+uint64_t dn_spool_event_record_size(int64_t emitted_ms, size_t body_len, size_t user_agent_len,
+                                    size_t client_ip_len)
 {
+    uint32_t fixed = emitted_ms > 0 ? EVENT_AT_FIXED : EVENT_FIXED;
     if (user_agent_len > UINT16_MAX || client_ip_len > UINT16_MAX ||
-        body_len > UINT32_MAX - EVENT_FIXED - user_agent_len - client_ip_len)
+        body_len > UINT32_MAX - fixed - user_agent_len - client_ip_len)
         return 0;
-    return HEADER + (uint64_t)EVENT_FIXED + body_len + user_agent_len + client_ip_len;
+    return HEADER + (uint64_t)fixed + body_len + user_agent_len + client_ip_len;
 }
 
 static void append_u16(dn_buf *b, uint16_t v)
@@ -149,16 +160,18 @@ static void append_u64(dn_buf *b, uint64_t v)
 
 bool dn_spool_event_encode(dn_buf *b, const dn_spool_event_fields *ev)
 {
-    uint64_t size = dn_spool_event_record_size(ev->body_len, ev->user_agent_len, ev->client_ip_len);
+    uint64_t size = dn_spool_event_record_size(ev->emitted_ms, ev->body_len, ev->user_agent_len,
+                                               ev->client_ip_len);
     dn_buf_clear(b);
     if (size == 0 || !dn_buf_reserve(b, (size_t)size)) return false;
     uint8_t header[HEADER] = {0};
     put_u32(header, RECORD_MAGIC);
     put_u32(header + 4, (uint32_t)(size - HEADER));
-    header[HEADER - 1] = DN_SPOOL_RECORD_EVENT;
+    header[HEADER - 1] = ev->emitted_ms > 0 ? DN_SPOOL_RECORD_EVENT_AT : DN_SPOOL_RECORD_EVENT;
     dn_buf_append(b, header, sizeof header);
     dn_buf_append(b, ev->key, KEY_LEN);
     append_u64(b, ev->order);
+    if (ev->emitted_ms > 0) append_u64(b, (uint64_t)ev->emitted_ms);
     append_u32(b, ev->body_len);
     dn_buf_append(b, ev->body, ev->body_len);
     append_u16(b, ev->user_agent_len);

@@ -488,10 +488,12 @@ static struct curl_slist *attempt_headers(dn_slot *slot, const dn_event *event)
 
 bool dn_slot_start(dn_transport *t, dn_slot *slot, dn_event *event)
 {
-    event->attempts++;
+    /* The count stops at its top rather than wrap, after months offline. */
+    uint16_t attempts_before = event->attempts;
+    if (event->attempts < UINT16_MAX) event->attempts++;
     struct curl_slist *headers = attempt_headers(slot, event);
     if (!headers) {
-        event->attempts--;
+        event->attempts = attempts_before;
         return false;
     }
     slot->answer_len = 0;
@@ -504,7 +506,7 @@ bool dn_slot_start(dn_transport *t, dn_slot *slot, dn_event *event)
     curl_easy_setopt(slot->easy, CURLOPT_POSTFIELDS, dn_event_body(event));
     curl_easy_setopt(slot->easy, CURLOPT_HTTPHEADER, headers);
     if (curl_multi_add_handle(t->multi, slot->easy) != CURLM_OK) {
-        event->attempts--;
+        event->attempts = attempts_before;
         return false;
     }
     t->attached++;

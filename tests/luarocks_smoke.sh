@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # Installs dukanext with LuaRocks into temporary trees and runs a smoke test from each:
-#   - Lua 5.4:  luarocks --lua-version=5.4 --tree T make --deps-mode=none <rockspec>
-#   - LuaJIT:   luarocks --lua-dir=D ... where D is laid out like OpenResty's
+#   - Lua 5.4:  luarocks --lua-version=5.4 --tree T make <rockspec>, with a LuaRocks
+#               config saying that Debian's lua-cjson provides the lua-cjson rock: no
+#               "Missing dependencies" message
+#   - LuaJIT:   luarocks --lua-dir=D ... make --deps-mode=none <rockspec>, where D is
+#               laid out like OpenResty's
 #               /usr/local/openresty/luajit (bin/luajit, include/luajit-2.1), made of
 #               links to Debian's luajit2 unless DUKANEXT_LUAJIT_DIR names a real one.
+# Each make leaves the checkout as it found it (no object file, no ./dukanext.so).
 # The smoke test loads dukanext and dukanext.ngx from the tree only, checks the
 # version, delivers one event to the bundled collector (nginx), fails one against a
 # refused port, and runs examples/game_loop.lua on the installed module.
@@ -21,7 +25,8 @@ trap 'rm -rf "$work"' EXIT
 
 version=$(sed -n 's/^#define DN_VERSION "\(.*\)"$/\1/p' "$repo/src/version.h")
 
-# LuaRocks' builtin build writes its objects into the source folder: build from a copy.
+# A copy of the source to build from, so that the check below sees only what
+# luarocks make leaves behind.
 copy_source() {
   mkdir -p "$1"
   tar -C "$repo" --exclude=./build --exclude='./build-*' --exclude=./.git -cf - . |
@@ -43,8 +48,9 @@ assert(dn._VERSION == want_version, "version " .. tostring(dn._VERSION) .. ", wa
 local dnx = require("dukanext.ngx")
 assert(type(dnx.init_worker) == "function" and type(dnx.cookie_storage) == "function")
 
--- A refused port: accepted, then failed for good after one attempt.
-local refused = dn.new({ endpoint = "http://127.0.0.1:1/access/api/v1/analytics", max_retries = 0 })
+-- A refused port: accepted, waited for, then given up at max_age.
+local refused = dn.new({ endpoint = "http://127.0.0.1:1/access/api/v1/analytics", max_age = 0.5,
+  retry_base = 0.05, retry_max = 0.2 })
 assert(refused:emit("luarocks_smoke"))
 assert(refused:flush(10))
 assert(refused:stats().failed == 1, "the refused event did not fail")
@@ -69,26 +75,42 @@ print(("luarocks_smoke: %s: dukanext %s from %s and %s: delivered"):format(
   lua_version, dn._VERSION, so, helper))
 EOF
 
-# smoke <name> <interpreter> <lua version dir> <luarocks options...>
+# Tells LuaRocks that the lua-cjson rock is there: Debian's package provides it.
+cjson_version=$(dpkg-query -W -f='${Version}' lua-cjson 2>/dev/null | sed 's/[+~-].*//')
+printf 'rocks_provided = { ["lua-cjson"] = "%s-1" }\n' "${cjson_version:-2.1.0}" >"$work/config.lua"
+
+# smoke <name> <interpreter> <lua version dir> <make options> <luarocks options...>
 smoke() {
-  local name=$1 interpreter=$2 luaver=$3
-  shift 3
-  local src="$work/src-$name" tree="$work/tree-$name"
+  local name=$1 interpreter=$2 luaver=$3 make_options=$4
+  shift 4
+  local src="$work/src-$name" tree="$work/tree-$name" log="$work/luarocks-$name.log"
   copy_source "$src"
-  echo "luarocks_smoke: $name: luarocks $* --tree $tree make --deps-mode=none rockspec/dukanext-scm-1.rockspec"
-  (cd "$src" && luarocks "$@" --tree "$tree" make --deps-mode=none rockspec/dukanext-scm-1.rockspec \
-    >"$work/luarocks-$name.log" 2>&1) || {
-    cat "$work/luarocks-$name.log" >&2
+  (cd "$src" && find . | sort) >"$work/files-before-$name"
+  echo "luarocks_smoke: $name: luarocks $* --tree $tree make $make_options rockspec/dukanext-scm-1.rockspec"
+  # shellcheck disable=SC2086
+  (cd "$src" && luarocks "$@" --tree "$tree" make $make_options rockspec/dukanext-scm-1.rockspec \
+    >"$log" 2>&1) || {
+    cat "$log" >&2
     echo "luarocks_smoke: $name: luarocks make failed" >&2
     return 1
   }
+  (cd "$src" && find . | sort) >"$work/files-after-$name"
+  if ! diff "$work/files-before-$name" "$work/files-after-$name" >&2; then
+    echo "luarocks_smoke: $name: luarocks make left files in the checkout (above)" >&2
+    return 1
+  fi
+  if [ "${LUAROCKS_CONFIG:-}" ] && grep -q "Missing dependencies" "$log"; then
+    cat "$log" >&2
+    echo "luarocks_smoke: $name: LuaRocks reports lua-cjson missing though the config provides it" >&2
+    return 1
+  fi
   # The tree first; the system's paths after it for lua-cjson and LuaSocket.
   LUA_PATH="$tree/share/lua/$luaver/?.lua;$tree/share/lua/$luaver/?/init.lua;;" \
     LUA_CPATH="$tree/lib/lua/$luaver/?.so;;" \
     "$interpreter" "$work/smoke.lua" "$tree" "$name" "$version" "$repo"
 }
 
-smoke lua5.4 lua5.4 5.4 --lua-version=5.4
+LUAROCKS_CONFIG="$work/config.lua" smoke lua5.4 lua5.4 5.4 "" --lua-version=5.4
 
 luajit_dir=${DUKANEXT_LUAJIT_DIR:-}
 if [ -z "$luajit_dir" ]; then
@@ -97,4 +119,4 @@ if [ -z "$luajit_dir" ]; then
   ln -s "$(command -v luajit)" "$luajit_dir/bin/luajit"
   ln -s /usr/include/luajit-2.1 "$luajit_dir/include/luajit-2.1"
 fi
-smoke luajit "$luajit_dir/bin/luajit" 5.1 --lua-dir="$luajit_dir"
+smoke luajit "$luajit_dir/bin/luajit" 5.1 --deps-mode=none --lua-dir="$luajit_dir"

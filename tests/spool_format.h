@@ -11,6 +11,7 @@
 #define MAGIC      0x50534e44u
 #define HEADER     13
 #define TYPE_EVENT 3
+#define TYPE_EVENT_AT 4 /* an EVENT with its emit time after the order */
 #define TYPE_DONE  2
 #define DONE_SIZE  (HEADER + 16)
 

@@ -19,6 +19,8 @@ static const char *verdict_name(dn_verdict v)
         return "DELIVERED";
     case DN_VERDICT_RETRY:
         return "RETRY";
+    case DN_VERDICT_OFFLINE:
+        return "OFFLINE";
     case DN_VERDICT_FAILED:
         return "FAILED";
     }
@@ -57,15 +59,16 @@ static void test_verdict_for_curl(void)
         CURLcode code;
         dn_verdict verdict;
     } cases[] = {
-        {CURLE_COULDNT_CONNECT, DN_VERDICT_RETRY},
-        {CURLE_OPERATION_TIMEDOUT, DN_VERDICT_RETRY},
-        {CURLE_GOT_NOTHING, DN_VERDICT_RETRY},
-        {CURLE_COULDNT_RESOLVE_HOST, DN_VERDICT_RETRY},
-        {CURLE_COULDNT_RESOLVE_PROXY, DN_VERDICT_RETRY},
-        {CURLE_RECV_ERROR, DN_VERDICT_RETRY},
-        {CURLE_SEND_ERROR, DN_VERDICT_RETRY},
-        {CURLE_PARTIAL_FILE, DN_VERDICT_RETRY},
+        {CURLE_COULDNT_CONNECT, DN_VERDICT_OFFLINE},
+        {CURLE_OPERATION_TIMEDOUT, DN_VERDICT_OFFLINE},
+        {CURLE_GOT_NOTHING, DN_VERDICT_OFFLINE},
+        {CURLE_COULDNT_RESOLVE_HOST, DN_VERDICT_OFFLINE},
+        {CURLE_COULDNT_RESOLVE_PROXY, DN_VERDICT_OFFLINE},
+        {CURLE_RECV_ERROR, DN_VERDICT_OFFLINE},
+        {CURLE_SEND_ERROR, DN_VERDICT_OFFLINE},
+        {CURLE_PARTIAL_FILE, DN_VERDICT_OFFLINE},
         {CURLE_SSL_CONNECT_ERROR, DN_VERDICT_RETRY},
+        {CURLE_OUT_OF_MEMORY, DN_VERDICT_RETRY},
         {CURLE_PEER_FAILED_VERIFICATION, DN_VERDICT_FAILED},
         {CURLE_SSL_CACERT_BADFILE, DN_VERDICT_FAILED},
         {CURLE_UNSUPPORTED_PROTOCOL, DN_VERDICT_FAILED},
@@ -104,6 +107,25 @@ static void test_curl_error_code(void)
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         CHECK_STR_EQ(dn_curl_error_code(cases[i].code), cases[i].name);
+}
+
+/* Waiting for the network and the code on_error names the failure by agree on every
+ * curl code: no-network codes wait, and nothing else does. */
+static void test_offline_codes_agree(void)
+{
+    static const char *const no_network[] = {"DNS_ERROR", "CONNECT_ERROR", "TIMEOUT",
+                                             "NETWORK_ERROR"};
+    for (int code = 1; code < CURL_LAST; code++) {
+        const char *name = dn_curl_error_code((CURLcode)code);
+        bool named_offline = false;
+        for (size_t i = 0; i < sizeof no_network / sizeof no_network[0]; i++)
+            if (strcmp(name, no_network[i]) == 0) named_offline = true;
+        dn_verdict got = dn_verdict_for_curl((CURLcode)code);
+        bool waits = got == DN_VERDICT_OFFLINE;
+        if (got != DN_VERDICT_FAILED && waits != named_offline)
+            FAIL("curl code %d (%s): %s, named %s", code, curl_easy_strerror((CURLcode)code),
+                 verdict_name(got), name);
+    }
 }
 
 /* min(max, base * 2^(retry-1)), worked out without overflow; retry 0 counts as 1. */
@@ -332,6 +354,7 @@ int main(void)
     RUN_CASE(test_verdict_for_status);
     RUN_CASE(test_verdict_for_curl);
     RUN_CASE(test_curl_error_code);
+    RUN_CASE(test_offline_codes_agree);
     RUN_CASE(test_backoff_within_bounds);
     RUN_CASE(test_backoff_ceiling_doubles_up_to_max);
     RUN_CASE(test_backoff_spreads_over_range);

@@ -273,6 +273,125 @@ static void test_take_all(void)
     dn_queue_free(&q);
 }
 
+/* Expired events leave, fresh ones oldest first; the rest keep their order, the
+ * retries their heap order, and the earliest expiry left is answered. */
+static void test_take_expired(void)
+{
+    enum { FRESH = 50, RETRIES = 70 };
+    dn_queue q;
+    dn_queue_init(&q);
+    for (int i = 0; i < FRESH; i++) {
+        dn_event *e = numbered_event(i);
+        dn_event_set_deadline(e, 1600 + (i % 3) * 1600, 0); /* 1600, 3200, 4800, ... */
+        dn_queue_push_fresh(&q, e);
+    }
+    for (int i = FRESH; i < FRESH + RETRIES; i++) {
+        dn_event *e = retry_event(i, (int64_t)(next_random() % 1000));
+        dn_event_set_deadline(e, 1600 + (i % 3) * 1600, 0);
+        dn_queue_push_retry(&q, e);
+    }
+    size_t bytes_before = q.bytes;
+
+    int64_t next = 0;
+    CHECK(dn_queue_take_expired(&q, 1599, &next) == NULL);
+    CHECK_INT_EQ(next, 1600);
+    CHECK_UINT_EQ(q.count, FRESH + RETRIES);
+
+    dn_event *chain = dn_queue_take_expired(&q, 1600, &next);
+    CHECK_INT_EQ(next, 3200);
+    int taken = 0, last_fresh = -1;
+    size_t taken_bytes = 0;
+    for (dn_event *e = chain; e;) {
+        int n = number_of(e);
+        if (n % 3 != 0) FAIL("event %d expires later but was taken", n);
+        if (n < FRESH) {
+            if (n < last_fresh) FAIL("fresh event %d taken after %d", n, last_fresh);
+            last_fresh = n;
+        }
+        taken++;
+        taken_bytes += dn_event_size(e);
+        dn_event *next_event = e->next;
+        dn_event_free(e);
+        e = next_event;
+    }
+    CHECK_INT_EQ(taken, (FRESH + RETRIES + 2) / 3); /* every third number */
+    CHECK_UINT_EQ(q.count, FRESH + RETRIES - taken);
+    CHECK_UINT_EQ(q.bytes, bytes_before - taken_bytes);
+
+    /* What stays leaves as before: due retries by due time, then fresh in order. */
+    int64_t last_due = -1;
+    int fresh_seen = -1, left = 0;
+    for (dn_event *e; (e = dn_queue_pop_due(&q, 1000));) {
+        int n = number_of(e);
+        if (n % 3 == 0) FAIL("expired event %d stayed", n);
+        if (n >= FRESH) {
+            if (fresh_seen >= 0) FAIL("retry %d after a fresh event", n);
+            if (e->due_ms < last_due) FAIL("retry %d out of due order", n);
+            last_due = e->due_ms;
+        } else {
+            if (n < fresh_seen) FAIL("fresh event %d after %d", n, fresh_seen);
+            fresh_seen = n;
+        }
+        left++;
+        dn_event_free(e);
+    }
+    CHECK_INT_EQ(left, FRESH + RETRIES - taken);
+    check_empty(&q);
+
+    /* Everything expired: an empty queue that takes new events at the tail. An event
+     * without a deadline never expires. */
+    dn_event *no_deadline = numbered_event(3);
+    dn_queue_push_fresh(&q, no_deadline);
+    CHECK(dn_queue_take_expired(&q, (int64_t)1 << 50, &next) == NULL);
+    CHECK_INT_EQ(next, INT64_MAX);
+    CHECK(dn_queue_pop_due(&q, 0) == no_deadline);
+    dn_event_free(no_deadline);
+    dn_event *expiring = numbered_event(1);
+    dn_event_set_deadline(expiring, 4800, 0);
+    dn_queue_push_fresh(&q, expiring);
+    chain = dn_queue_take_expired(&q, 4800, &next);
+    CHECK_INT_EQ(next, INT64_MAX);
+    if (CHECK(chain != NULL)) dn_event_free(chain);
+    check_empty(&q);
+    dn_queue_push_fresh(&q, numbered_event(2));
+    dn_event *e = dn_queue_pop_due(&q, 0);
+    if (CHECK(e != NULL)) {
+        CHECK_INT_EQ(number_of(e), 2);
+        dn_event_free(e);
+    }
+    dn_queue_free(&q);
+}
+
+/* Deadlines in 16 ms ticks: never early, at most a tick late, compared across the
+ * wrap of 32 bits, and an event without one never expires. */
+static void test_deadlines(void)
+{
+    dn_event *e = numbered_event(1);
+    if (!CHECK(e != NULL)) return;
+    CHECK(!dn_event_expired(e, INT64_MAX / 2));
+    CHECK_INT_EQ(dn_event_deadline_ms(e, 0), INT64_MAX);
+    const int64_t nows[] = {0, 5, 1000, ((int64_t)1 << 36) - 3, ((int64_t)1 << 40) + 7};
+    const int64_t ages[] = {1, 15, 16, 17, 500, 86400000, 365LL * 86400000, DN_EXPIRY_AHEAD_MS};
+    for (size_t n = 0; n < sizeof nows / sizeof nows[0]; n++) {
+        for (size_t a = 0; a < sizeof ages / sizeof ages[0]; a++) {
+            int64_t now = nows[n], deadline = now + ages[a];
+            dn_event_set_deadline(e, deadline, now);
+            int64_t kept = dn_event_deadline_ms(e, now);
+            if (kept < deadline || kept >= deadline + DN_EXPIRY_TICK_MS)
+                FAIL("deadline %lld kept as %lld", (long long)deadline, (long long)kept);
+            if (dn_event_expired(e, deadline - 1)) FAIL("expired before %lld", (long long)deadline);
+            if (!dn_event_expired(e, kept)) FAIL("not expired at %lld", (long long)kept);
+            if (!dn_event_expired(e, kept + ages[a])) FAIL("not expired later on");
+        }
+    }
+    /* A deadline already past is due at once. */
+    dn_event_set_deadline(e, 10, 5000);
+    CHECK(dn_event_expired(e, 5000));
+    /* An event stays small: 56 bytes besides its body and headers. */
+    CHECK(sizeof(dn_event) <= 56);
+    dn_event_free(e);
+}
+
 static void test_free_releases_everything(void)
 {
     dn_queue q;
@@ -364,6 +483,8 @@ int main(void)
     RUN_CASE(test_due_retries_before_fresh);
     RUN_CASE(test_count_and_bytes);
     RUN_CASE(test_take_all);
+    RUN_CASE(test_take_expired);
+    RUN_CASE(test_deadlines);
     RUN_CASE(test_free_releases_everything);
     RUN_CASE(test_event_holds_body_and_headers);
     RUN_CASE(test_event_header_limits);

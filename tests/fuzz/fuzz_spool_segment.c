@@ -83,29 +83,33 @@ static void build(segments *s, reader *r)
             r->p += n;
             break;
         }
-        case 2: { /* an EVENT whose inner lengths add up */
+        case 2: { /* an EVENT, or an EVENT_AT (with an emit time), whose lengths add up */
             uint8_t k = take_byte(r), order = take_byte(r);
+            bool timed = order & 1;
+            size_t at = timed ? 8 : 0;
             size_t body = take(r, take_byte(r));
             const uint8_t *body_at = r->p;
             r->p += body;
             size_t ua = take(r, take_byte(r) % 16);
             const uint8_t *ua_at = r->p;
             r->p += ua;
-            size_t payload = 16 + 8 + 4 + body + 2 + ua + 2;
+            size_t payload = 16 + 8 + at + 4 + body + 2 + ua + 2;
             if ((out = room_for(s, payload)) == NULL) break;
             uint8_t *p = out + HEADER;
             key_of(p, k);
             put_u64(p + 16, order);
-            put_u32(p + 24, (uint32_t)body);
-            memcpy(p + 28, body_at, body);
-            p += 28 + body;
+            if (timed) put_u64(p + 24, 1764000000000u + order);
+            put_u32(p + 24 + at, (uint32_t)body);
+            memcpy(p + 28 + at, body_at, body);
+            p += 28 + at + body;
             *p++ = (uint8_t)ua;
             *p++ = 0;
             memcpy(p, ua_at, ua);
             p += ua;
             *p++ = 0; /* no ip */
             *p++ = 0;
-            s->len[s->count - 1] += seal_record(out, TYPE_EVENT, (uint32_t)payload);
+            s->len[s->count - 1] +=
+                seal_record(out, timed ? TYPE_EVENT_AT : TYPE_EVENT, (uint32_t)payload);
             break;
         }
         case 3: { /* DONE of a key */
@@ -161,16 +165,17 @@ static uint16_t get_u16(const uint8_t *p)
     return (uint16_t)(p[0] | p[1] << 8);
 }
 
-/* The inner fields of an EVENT payload: key, order, body, user agent and ip, whose
- * lengths must add up to the payload's exactly. */
-static bool event_fields(const uint8_t *p, uint32_t len, input_event *e)
+/* The inner fields of an EVENT payload: key, order, (for an EVENT_AT, the emit time,)
+ * body, user agent and ip, whose lengths must add up to the payload's exactly. */
+static bool event_fields(uint8_t type, const uint8_t *p, uint32_t len, input_event *e)
 {
-    const uint32_t fixed = 16 + 8 + 4 + 2 + 2;
+    const uint32_t at = type == TYPE_EVENT_AT ? 8 : 0; /* the emit time's bytes */
+    const uint32_t fixed = 16 + 8 + at + 4 + 2 + 2;
     if (len < fixed) return false;
     e->key = p;
-    e->body_len = get_u32(p + 24);
+    e->body_len = get_u32(p + 24 + at);
     if (e->body_len > len - fixed) return false;
-    e->body = p + 28;
+    e->body = p + 28 + at;
     e->user_agent_len = get_u16(e->body + e->body_len);
     if (e->user_agent_len > len - fixed - e->body_len) return false;
     e->user_agent = e->body + e->body_len + 2;
@@ -200,9 +205,9 @@ static void read_input(const segments *s, expected *x)
                 ~crc32c_update(crc32c_update(0xffffffffu, p + 4, 4), p + 12, 1 + (size_t)len);
             if (crc != get_u32(p + 8)) break;
             const uint8_t *payload = p + HEADER;
-            if (p[12] == TYPE_EVENT) {
+            if (p[12] == TYPE_EVENT || p[12] == TYPE_EVENT_AT) {
                 input_event *e = &x->events[x->event_count];
-                if (!event_fields(payload, len, e)) break;
+                if (!event_fields(p[12], payload, len, e)) break;
                 x->event_count++;
             } else if (p[12] == TYPE_DONE && len == 16) {
                 x->done_keys[x->done_count++] = payload;

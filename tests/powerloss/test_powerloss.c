@@ -176,6 +176,12 @@ static size_t key_event(const uint8_t key[16])
 }
 
 /* A body of body_len bytes naming n; a user agent on every other event. */
+/* The emit time the spool keeps with event n (max_age counts from it). */
+static int64_t emit_time(size_t n)
+{
+    return INT64_C(1764000000000) + (int64_t)n;
+}
+
 static void make_event(emitted *e, size_t n, size_t body_len, uint32_t salt)
 {
     memset(e, 0, sizeof *e);
@@ -244,7 +250,7 @@ static void spool_append(run *r, size_t body_len)
     emitted *e = &r->events[n];
     make_event(e, n, body_len, 1);
     e->begun_at = crash_disk_ops();
-    dn_spool_status status = dn_spool_append(r->spool, e->key, e->body, e->body_len,
+    dn_spool_status status = dn_spool_append(r->spool, e->key, emit_time(n), e->body, e->body_len,
                                              e->user_agent_len ? e->user_agent : NULL,
                                              e->user_agent_len, NULL, 0, &e->id);
     if (status != DN_SPOOL_OK) {
@@ -599,7 +605,7 @@ static bool recover_spool(const run *r, const expect *x, const char *dir, fresh_
         uint64_t id;
         fresh->begun[i] = crash_disk_ops();
         fresh->acked[i] = NOT_YET;
-        if (dn_spool_append(s, e.key, e.body, e.body_len, e.user_agent_len ? e.user_agent : NULL,
+        if (dn_spool_append(s, e.key, emit_time(x->count + i), e.body, e.body_len, e.user_agent_len ? e.user_agent : NULL,
                             e.user_agent_len, NULL, 0, &id) == DN_SPOOL_OK) {
             fresh->acked[i] = crash_disk_ops();
         } else {
