@@ -13,6 +13,7 @@ PACKAGES=(
   lua-cjson libcurl4-openssl-dev
   lua-busted lua-socket lua-curl wrk lua-luv luarocks
   nginx-light libnginx-mod-http-lua openssl curl
+  love
 )
 
 missing_packages() {
