@@ -31,7 +31,7 @@ build = {
   modules = {
     dukanext = {
       sources = {
-        "src/buf.c", "src/process.c", "src/ids.c", "src/json.c", "src/body.c", "src/session.c",
+        "src/buf.c", "src/os_posix.c", "src/os_linux.c", "src/ids.c", "src/json.c", "src/body.c", "src/session.c",
         "src/queue.c", "src/policy.c", "src/transport.c", "src/client.c",
         "src/file_store.c", "src/spool.c", "src/dukanext.c",
       },

@@ -1,6 +1,6 @@
 #include "client.h"
 #include "ids.h"
-#include "process.h"
+#include "os.h"
 #include "version.h"
 
 #include <stdio.h>

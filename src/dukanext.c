@@ -5,7 +5,7 @@
 #include "compat.h"
 #include "file_store.h"
 #include "ids.h"
-#include "process.h"
+#include "os.h"
 #include "session.h"
 #include "version.h"
 

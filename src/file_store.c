@@ -1,15 +1,12 @@
 #include "file_store.h"
 #include "ids.h"
 #include "json.h"
+#include "os.h"
 
 #include <errno.h>
-#include <fcntl.h>
-#include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 /* Larger files are not ours: reading them on every get would stall the host. */
 #define DN_FILE_STORE_MAX (1024 * 1024)
@@ -58,11 +55,13 @@ static bool put(dn_file_store *s, const char *key, size_t key_len, const char *v
     if (!copy) return false;
     memcpy(copy, value, len);
     copy[len] = '\0';
-    char *key_copy = strndup(key, key_len);
+    char *key_copy = malloc(key_len + 1);
     if (!key_copy) {
         free(copy);
         return false;
     }
+    memcpy(key_copy, key, key_len);
+    key_copy[key_len] = '\0';
     dn_file_entry *e = find(s, key_copy);
     if (e) {
         free(key_copy);
@@ -110,26 +109,23 @@ static bool fail(dn_file_store *s, const char *what)
     return false;
 }
 
-static bool same_file(const dn_file_store *s, const struct stat *st)
+static bool same_file(const dn_file_store *s, const dn_os_file_stamp *st)
 {
-    return s->loaded && s->dev == st->st_dev && s->ino == st->st_ino && s->size == st->st_size &&
-           s->mtime.tv_sec == st->st_mtim.tv_sec && s->mtime.tv_nsec == st->st_mtim.tv_nsec;
+    return s->loaded && s->stamp.device == st->device && s->stamp.file == st->file &&
+           s->stamp.size == st->size && s->stamp.mtime_ns == st->mtime_ns;
 }
 
-static void remember_file(dn_file_store *s, const struct stat *st)
+static void remember_file(dn_file_store *s, const dn_os_file_stamp *st)
 {
     s->loaded = true;
-    s->dev = st->st_dev;
-    s->ino = st->st_ino;
-    s->size = st->st_size;
-    s->mtime = st->st_mtim;
+    s->stamp = *st;
 }
 
 /* Reads the file again only when it changed since we last read or wrote it. */
 static bool refresh(dn_file_store *s)
 {
-    struct stat st;
-    if (stat(s->path, &st) != 0) {
+    dn_os_file_stamp st;
+    if (!dn_os_file_stamp_of(s->path, &st)) {
         if (errno != ENOENT) return fail(s, "cannot stat");
         forget_entries(s);
         s->loaded = false;
@@ -137,15 +133,14 @@ static bool refresh(dn_file_store *s)
     }
     if (same_file(s, &st)) return true;
     forget_entries(s);
-    int fd = open(s->path, O_RDONLY | O_CLOEXEC);
+    int fd = dn_os_open(s->path, 0);
     if (fd < 0) return fail(s, "cannot open");
     dn_buf text;
     dn_buf_init(&text);
     bool ok = true;
     for (;;) {
         if (text.len > DN_FILE_STORE_MAX || !dn_buf_reserve(&text, 4096)) break;
-        ssize_t n = read(fd, text.data + text.len, 4096);
-        if (n < 0 && errno == EINTR) continue;
+        int64_t n = dn_os_read_at(fd, text.data + text.len, 4096, text.len);
         if (n < 0) {
             ok = fail(s, "cannot read");
             break;
@@ -153,7 +148,7 @@ static bool refresh(dn_file_store *s)
         if (n == 0) break;
         text.len += (size_t)n;
     }
-    close(fd);
+    dn_os_close(fd);
     if (ok && text.len <= DN_FILE_STORE_MAX) {
         load_state ls = {s, true};
         if (!dn_json_object_scan(text.data, text.len, load_member, &ls) || !ls.ok)
@@ -175,29 +170,6 @@ bool dn_file_store_get(dn_file_store *s, const char *key, const char **value, si
         *len = e->value_len;
     }
     return true;
-}
-
-static bool write_all(int fd, const char *data, size_t len)
-{
-    while (len > 0) {
-        ssize_t n = write(fd, data, len);
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) return false;
-        data += n;
-        len -= (size_t)n;
-    }
-    return true;
-}
-
-static void sync_folder(const char *path)
-{
-    char *copy = strdup(path);
-    if (!copy) return;
-    int fd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    free(copy);
-    if (fd < 0) return;
-    fsync(fd);
-    close(fd);
 }
 
 bool dn_file_store_set(dn_file_store *s, const char *key, const char *value, size_t len)
@@ -230,20 +202,21 @@ bool dn_file_store_set(dn_file_store *s, const char *key, const char *value, siz
     bool ok = tmp != NULL;
     if (!ok) errno = ENOMEM;
     if (ok) snprintf(tmp, tmp_len, "%s.%s.tmp", s->path, suffix);
-    int fd = ok ? open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600) : -1;
+    int fd = ok ? dn_os_open(tmp, DN_OS_WRITE | DN_OS_CREATE_NEW) : -1;
     if (ok && fd < 0) ok = fail(s, "cannot create a temporary file beside");
-    if (ok && (!write_all(fd, text.data, text.len) || fsync(fd) != 0)) ok = fail(s, "cannot write");
-    if (fd >= 0 && close(fd) != 0 && ok) ok = fail(s, "cannot write");
-    if (ok && rename(tmp, s->path) != 0) ok = fail(s, "cannot replace");
-    if (!ok && fd >= 0) unlink(tmp);
+    if (ok && (!dn_os_write_all(fd, text.data, text.len) || !dn_os_sync_file(fd)))
+        ok = fail(s, "cannot write");
+    if (fd >= 0 && !dn_os_close(fd) && ok) ok = fail(s, "cannot write");
+    if (ok && !dn_os_replace(tmp, s->path)) ok = fail(s, "cannot replace");
+    if (!ok && fd >= 0) dn_os_remove(tmp);
     free(tmp);
     dn_buf_free(&text);
     if (!ok) {
         s->loaded = false; /* our entries may now differ from the file: read it again */
         return false;
     }
-    sync_folder(s->path);
-    struct stat st;
-    if (stat(s->path, &st) == 0) remember_file(s, &st);
+    dn_os_sync_parent_folder(s->path);
+    dn_os_file_stamp st;
+    if (dn_os_file_stamp_of(s->path, &st)) remember_file(s, &st);
     return true;
 }

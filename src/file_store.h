@@ -4,11 +4,10 @@
 #define DN_FILE_STORE_H
 
 #include "buf.h"
+#include "os.h"
 
 #include <stdbool.h>
 #include <stddef.h>
-#include <sys/types.h>
-#include <time.h>
 
 typedef struct dn_file_entry {
     char *key;
@@ -22,10 +21,7 @@ typedef struct dn_file_store {
     size_t count;
     /* What the file was when last read: another process may replace it. */
     bool loaded;
-    dev_t dev;
-    ino_t ino;
-    off_t size;
-    struct timespec mtime;
+    dn_os_file_stamp stamp;
     char error[256];
 } dn_file_store;
 

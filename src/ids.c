@@ -1,59 +1,25 @@
 #include "ids.h"
-#include "process.h"
+#include "os.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/random.h>
-#include <unistd.h>
 
-/* One getrandom call serves many uuids: ids and idempotency keys are made on the emit
- * path, and a syscall per event would cost more than the rest of the id work. */
-static _Thread_local struct {
+/* One OS call serves many uuids: ids and idempotency keys are made on the emit path,
+ * and a syscall per event would cost more than the rest of the id work. */
+static DN_THREAD_LOCAL struct {
     uint8_t bytes[512];
     size_t used;
     unsigned generation;
     bool filled;
 } pool;
 
-static bool kernel_random(void *buf, size_t len)
-{
-    uint8_t *p = buf;
-    while (len > 0) {
-        ssize_t n = getrandom(p, len, 0);
-        if (n < 0) {
-            if (errno == EINTR) continue;
-            break;
-        }
-        p += n;
-        len -= (size_t)n;
-    }
-    if (len == 0) return true;
-
-    /* Kernels before 3.17 have no getrandom. */
-    int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return false;
-    while (len > 0) {
-        ssize_t n = read(fd, p, len);
-        if (n <= 0) {
-            if (n < 0 && errno == EINTR) continue;
-            break;
-        }
-        p += n;
-        len -= (size_t)n;
-    }
-    close(fd);
-    return len == 0;
-}
-
 bool dn_random_fill(void *buf, size_t len)
 {
     unsigned generation = dn_fork_generation();
-    if (len > sizeof pool.bytes) return kernel_random(buf, len);
+    if (len > sizeof pool.bytes) return dn_os_random(buf, len);
     if (!pool.filled || pool.generation != generation || sizeof pool.bytes - pool.used < len) {
         /* A forked child must not replay the parent's unused bytes. */
-        if (!kernel_random(pool.bytes, sizeof pool.bytes)) return false;
+        if (!dn_os_random(pool.bytes, sizeof pool.bytes)) return false;
         pool.used = 0;
         pool.generation = generation;
         pool.filled = true;

@@ -11,8 +11,8 @@
 /* A stored id longer than this is tampered with, whatever it looks like. */
 #define DN_ID_MAX 128
 
-/* Fills buf from the OS CSPRNG (getrandom, through a per-thread pool that a fork
- * discards). False only when the kernel gives no randomness at all. */
+/* Fills buf from the OS CSPRNG (dn_os_random, through a per-thread pool that a fork
+ * discards). False only when the OS gives no randomness at all. */
 bool dn_random_fill(void *buf, size_t len);
 uint64_t dn_random_u64(void);
 

@@ -1,19 +1,13 @@
 #include "spool.h"
 #include "buf.h"
 #include "ids.h"
-#include "process.h"
+#include "os.h"
 
-#include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
-#include <sys/resource.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 /* On disk, little-endian, packed byte by byte:
  *   u32 magic, u32 payload length, u32 CRC-32C, u8 type, payload
@@ -292,59 +286,10 @@ static bool segment_name(char *out, const char *writer, uint64_t seq)
     return n > 0 && n < FILE_NAME_MAX;
 }
 
-static int open_at(int dir_fd, const char *name, int flags, mode_t mode)
-{
-    int fd;
-    do fd = openat(dir_fd, name, flags | O_CLOEXEC, mode);
-    while (fd < 0 && errno == EINTR);
-    return fd;
-}
-
-static bool lock_now(int fd)
-{
-    int rc;
-    do rc = flock(fd, LOCK_EX | LOCK_NB);
-    while (rc != 0 && errno == EINTR);
-    return rc == 0;
-}
-
-static bool sync_data(int fd)
-{
-    int rc;
-    do rc = fdatasync(fd);
-    while (rc != 0 && errno == EINTR);
-    return rc == 0;
-}
-
-static bool sync_folder(int dir_fd)
-{
-    int rc;
-    do rc = fsync(dir_fd);
-    while (rc != 0 && errno == EINTR);
-    return rc == 0;
-}
-
-static bool write_all(int fd, const uint8_t *data, uint64_t len)
-{
-    while (len > 0) {
-        ssize_t n = write(fd, data, len);
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0) return false;
-        if (n == 0) {
-            errno = ENOSPC;
-            return false;
-        }
-        data += n;
-        len -= (uint64_t)n;
-    }
-    return true;
-}
-
 static bool read_at(int fd, uint8_t *out, uint64_t len, uint64_t offset)
 {
     while (len > 0) {
-        ssize_t n = pread(fd, out, len, (off_t)offset);
-        if (n < 0 && errno == EINTR) continue;
+        int64_t n = dn_os_read_at(fd, out, (size_t)len, offset);
         if (n < 0) return false;
         if (n == 0) {
             errno = EIO; /* the file is shorter than our bookkeeping says */
@@ -357,20 +302,12 @@ static bool read_at(int fd, uint8_t *out, uint64_t len, uint64_t offset)
     return true;
 }
 
-static bool truncate_to(int fd, uint64_t size)
-{
-    int rc;
-    do rc = ftruncate(fd, (off_t)size);
-    while (rc != 0 && errno == EINTR);
-    return rc == 0;
-}
-
 static bool read_whole_file(int fd, dn_buf *out)
 {
-    struct stat st;
+    uint64_t size;
     dn_buf_clear(out);
-    if (fstat(fd, &st) != 0) return false;
-    if ((uint64_t)st.st_size > SIZE_MAX - 1 || !dn_buf_reserve(out, (size_t)st.st_size + 1)) {
+    if (!dn_os_file_size(fd, &size)) return false;
+    if (size > SIZE_MAX - 1 || !dn_buf_reserve(out, (size_t)size + 1)) {
         errno = ENOMEM;
         return false;
     }
@@ -379,30 +316,11 @@ static bool read_whole_file(int fd, dn_buf *out)
             errno = ENOMEM;
             return false;
         }
-        ssize_t n = pread(fd, out->data + out->len, out->cap - out->len, (off_t)out->len);
-        if (n < 0 && errno == EINTR) continue;
+        int64_t n = dn_os_read_at(fd, out->data + out->len, out->cap - out->len, out->len);
         if (n < 0) return false;
         if (n == 0) return true;
         out->len += (size_t)n;
     }
-}
-
-/* mkdir -p, each missing folder with mode 0700. */
-static bool make_folders(const char *dir)
-{
-    char *path = strdup(dir);
-    if (!path) return false;
-    bool ok = true;
-    for (char *p = path + 1; ok; p++) {
-        bool end = *p == '\0';
-        if (!end && *p != '/') continue;
-        *p = '\0';
-        if (mkdir(path, 0700) != 0 && errno != EEXIST) ok = false;
-        if (end) break;
-        *p = '/';
-    }
-    free(path);
-    return ok;
 }
 
 static segment *current_segment(dn_spool *s)
@@ -477,7 +395,7 @@ static bool segments_reserve(dn_spool *s)
 
 static void forget_read_fd(dn_spool *s)
 {
-    if (s->read_fd >= 0) close(s->read_fd);
+    if (s->read_fd >= 0) dn_os_close(s->read_fd);
     s->read_fd = -1;
     s->read_seq = 0;
 }
@@ -496,22 +414,22 @@ static bool roll_segment(dn_spool *s, write_kind kind)
         set_error(s, "segment name too long in %s", s->dir);
         return false;
     }
-    if (s->current_fd >= 0 && s->dirty && durable && !sync_data(s->current_fd)) {
+    if (s->current_fd >= 0 && s->dirty && durable && !dn_os_sync_data(s->current_fd)) {
         set_error(s, "cannot sync a segment in %s: %s", s->dir, strerror(errno));
         return false;
     }
-    int fd = open_at(s->dir_fd, name, O_RDWR | O_CREAT | O_EXCL | O_APPEND, 0600);
+    int fd = dn_os_open_at(s->dir_fd, name, DN_OS_WRITE | DN_OS_CREATE_NEW | DN_OS_APPEND);
     if (fd < 0) {
         set_error(s, "cannot create %s/%s: %s", s->dir, name, strerror(errno));
         return false;
     }
-    if (durable && !sync_folder(s->dir_fd)) {
+    if (durable && !dn_os_sync_folder(s->dir_fd)) {
         set_error(s, "cannot sync %s: %s", s->dir, strerror(errno));
-        close(fd);
-        unlinkat(s->dir_fd, name, 0);
+        dn_os_close(fd);
+        dn_os_remove_at(s->dir_fd, name);
         return false;
     }
-    if (s->current_fd >= 0) close(s->current_fd);
+    if (s->current_fd >= 0) dn_os_close(s->current_fd);
     s->current_fd = fd;
     s->segments[s->segment_count++] = (segment){.seq = s->next_seq};
     s->next_seq++;
@@ -520,24 +438,17 @@ static bool roll_segment(dn_spool *s, write_kind kind)
     return true;
 }
 
-/* The file size limit (RLIMIT_FSIZE, `ulimit -f`). A write that would pass it raises
- * SIGXFSZ, whose default action kills the host: segments end before it instead, and a
- * record larger than it is refused without writing. Read on every write, since the
- * host may change it. */
-static uint64_t file_size_limit(void)
-{
-    struct rlimit rl;
-    if (getrlimit(RLIMIT_FSIZE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY) return UINT64_MAX;
-    return (uint64_t)rl.rlim_cur;
-}
-
 /* Appends one whole record to the current segment, beginning a new one when it is
  * full. On failure nothing of the record remains: a partly written record is cut off
  * again, so that no torn record sits before later appends. */
 static dn_spool_status write_record(dn_spool *s, const uint8_t *data, uint64_t len, write_kind kind,
                                     uint64_t *seq, uint64_t *offset)
 {
-    uint64_t size_limit = file_size_limit();
+    /* A write that would pass the file size limit (RLIMIT_FSIZE, `ulimit -f`) raises
+     * SIGXFSZ, whose default action kills the host: segments end before it instead,
+     * and a record larger than it is refused without writing. Read on every write,
+     * since the host may change it. */
+    uint64_t size_limit = dn_os_file_size_limit();
     if (len > size_limit) {
         set_error(s, "cannot write to %s: %s (a record of %llu bytes, the file size limit is %llu)",
                   s->dir, strerror(EFBIG), (unsigned long long)len, (unsigned long long)size_limit);
@@ -549,10 +460,10 @@ static dn_spool_status write_record(dn_spool *s, const uint8_t *data, uint64_t l
     if ((!cur || full || s->roll_needed) && !roll_segment(s, kind)) return DN_SPOOL_ERROR;
     cur = current_segment(s);
     uint64_t end = cur->size;
-    bool ok = write_all(s->current_fd, data, len);
+    bool ok = dn_os_write_all(s->current_fd, data, len);
     bool synced = false;
     if (ok && kind == WRITE_EVENT && s->sync == DN_SPOOL_SYNC_ALWAYS) {
-        ok = sync_data(s->current_fd);
+        ok = dn_os_sync_data(s->current_fd);
         synced = ok;
     }
     if (!ok) {
@@ -564,12 +475,12 @@ static dn_spool_status write_record(dn_spool *s, const uint8_t *data, uint64_t l
          * disk, new appends go to a new segment, so that this one can be removed (and
          * its space freed) once its events are done. */
         if (end > 0) s->roll_needed = true;
-        if (!truncate_to(s->current_fd, end)) {
-            struct stat st;
+        if (!dn_os_truncate(s->current_fd, end)) {
+            uint64_t size;
             s->roll_needed = true;
-            if (fstat(s->current_fd, &st) == 0 && (uint64_t)st.st_size > end) {
-                s->disk_bytes += (uint64_t)st.st_size - end;
-                cur->size = (uint64_t)st.st_size;
+            if (dn_os_file_size(s->current_fd, &size) && size > end) {
+                s->disk_bytes += size - end;
+                cur->size = size;
             }
         }
         return DN_SPOOL_ERROR;
@@ -658,7 +569,7 @@ static bool read_own_record(dn_spool *s, const pending_event *e, dn_buf *buf, re
         char name[FILE_NAME_MAX];
         forget_read_fd(s);
         if (!segment_name(name, s->writer, e->seq)) return false;
-        fd = open_at(s->dir_fd, name, O_RDONLY, 0);
+        fd = dn_os_open_at(s->dir_fd, name, 0);
         if (fd < 0) {
             set_error(s, "cannot open %s/%s: %s", s->dir, name, strerror(errno));
             return false;
@@ -778,7 +689,7 @@ static bool gone_writer_add_seq(gone_writer *w, uint64_t seq)
 static void gone_list_free(gone_list *list)
 {
     for (size_t i = 0; i < list->count; i++) {
-        if (list->writers[i].lock_fd >= 0) close(list->writers[i].lock_fd);
+        if (list->writers[i].lock_fd >= 0) dn_os_close(list->writers[i].lock_fd);
         free(list->writers[i].seqs);
     }
     free(list->writers);
@@ -795,30 +706,34 @@ static int compare_writer(const void *a, const void *b)
     return strcmp(((const gone_writer *)a)->name, ((const gone_writer *)b)->name);
 }
 
+typedef struct writer_listing {
+    dn_spool *spool;
+    gone_list *list;
+    bool out_of_memory;
+} writer_listing;
+
+static bool list_writer_file(void *ud, const char *file_name)
+{
+    writer_listing *l = ud;
+    char writer[WRITER_NAME_MAX + 1];
+    uint64_t seq;
+    if (!parse_file_name(file_name, writer, &seq) || strcmp(writer, l->spool->writer) == 0)
+        return true;
+    gone_writer *w = gone_list_find_or_add(l->list, writer);
+    l->out_of_memory = !w || (seq != 0 && !gone_writer_add_seq(w, seq));
+    return !l->out_of_memory;
+}
+
 /* Every other writer named by a file in the folder, with the segments it left. */
 static bool list_other_writers(dn_spool *s, gone_list *list)
 {
-    int fd = fcntl(s->dir_fd, F_DUPFD_CLOEXEC, 0);
-    DIR *dir = fd >= 0 ? fdopendir(fd) : NULL;
-    if (!dir) {
-        if (fd >= 0) close(fd);
+    writer_listing listing = {s, list, false};
+    if (dn_os_list_folder(s->dir_fd, list_writer_file, &listing)) return true;
+    if (listing.out_of_memory)
+        set_error(s, "cannot list %s: out of memory", s->dir);
+    else
         set_error(s, "cannot list %s: %s", s->dir, strerror(errno));
-        return false;
-    }
-    rewinddir(dir);
-    bool ok = true;
-    struct dirent *entry;
-    while (ok && (entry = readdir(dir)) != NULL) {
-        char writer[WRITER_NAME_MAX + 1];
-        uint64_t seq;
-        if (!parse_file_name(entry->d_name, writer, &seq) || strcmp(writer, s->writer) == 0)
-            continue;
-        gone_writer *w = gone_list_find_or_add(list, writer);
-        ok = w && (seq == 0 || gone_writer_add_seq(w, seq));
-    }
-    closedir(dir);
-    if (!ok) set_error(s, "cannot list %s: out of memory", s->dir);
-    return ok;
+    return false;
 }
 
 /* A writer is gone when its lock can be taken. Segments without a lock file (their
@@ -828,12 +743,11 @@ static bool claim_writer(dn_spool *s, gone_writer *w)
 {
     char name[FILE_NAME_MAX];
     if (!lock_name(name, w->name)) return false;
-    int fd = open_at(s->dir_fd, name, O_RDWR | O_CREAT, 0600);
+    int fd = dn_os_open_at(s->dir_fd, name, DN_OS_WRITE | DN_OS_CREATE);
     if (fd < 0) return false;
-    struct stat st;
     /* No link left: another opener adopted this writer and removed its lock. */
-    if (!lock_now(fd) || fstat(fd, &st) != 0 || st.st_nlink == 0) {
-        close(fd);
+    if (!dn_os_lock_now(fd) || !dn_os_file_linked(fd)) {
+        dn_os_close(fd);
         return false;
     }
     w->lock_fd = fd;
@@ -924,7 +838,7 @@ static bool read_gone_segment(dn_spool *s, const gone_writer *w, uint64_t seq, d
     char name[FILE_NAME_MAX];
     dn_buf_clear(buf);
     if (!segment_name(name, w->name, seq)) return false;
-    int fd = open_at(s->dir_fd, name, O_RDONLY, 0);
+    int fd = dn_os_open_at(s->dir_fd, name, 0);
     if (fd < 0) {
         if (errno == ENOENT) return true;
         set_error(s, "cannot open %s/%s: %s", s->dir, name, strerror(errno));
@@ -932,7 +846,7 @@ static bool read_gone_segment(dn_spool *s, const gone_writer *w, uint64_t seq, d
     }
     bool ok = read_whole_file(fd, buf);
     if (!ok) set_error(s, "cannot read %s/%s: %s", s->dir, name, strerror(errno));
-    close(fd);
+    dn_os_close(fd);
     return ok;
 }
 
@@ -1045,10 +959,10 @@ static bool copy_adopted(dn_spool *s, gone_list *list, const adopted_event *e, g
 {
     if (rd->fd < 0 || rd->writer != e->writer || rd->seq != e->seq) {
         char name[FILE_NAME_MAX];
-        if (rd->fd >= 0) close(rd->fd);
+        if (rd->fd >= 0) dn_os_close(rd->fd);
         rd->fd = -1;
         if (!segment_name(name, list->writers[e->writer].name, e->seq)) return false;
-        rd->fd = open_at(s->dir_fd, name, O_RDONLY, 0);
+        rd->fd = dn_os_open_at(s->dir_fd, name, 0);
         if (rd->fd < 0) {
             set_error(s, "cannot open %s/%s: %s", s->dir, name, strerror(errno));
             return false;
@@ -1099,7 +1013,7 @@ static void copy_pending(dn_spool *s, gone_list *list, adoption *a, dn_buf *buf)
             adoption_settle(a, w);
         }
     }
-    if (rd.fd >= 0) close(rd.fd);
+    if (rd.fd >= 0) dn_os_close(rd.fd);
     for (size_t w = 0; w < list->count; w++) list->writers[w].adopted = a->next[w] == a->end[w];
 }
 
@@ -1109,8 +1023,8 @@ static void remove_gone_writer(dn_spool *s, gone_writer *w)
 {
     char name[FILE_NAME_MAX];
     for (size_t i = 0; i < w->seq_count; i++)
-        if (segment_name(name, w->name, w->seqs[i])) unlinkat(s->dir_fd, name, 0);
-    if (lock_name(name, w->name)) unlinkat(s->dir_fd, name, 0);
+        if (segment_name(name, w->name, w->seqs[i])) dn_os_remove_at(s->dir_fd, name);
+    if (lock_name(name, w->name)) dn_os_remove_at(s->dir_fd, name);
 }
 
 /* Copies the pending events of the claimed writers into our log, syncs it, then
@@ -1124,7 +1038,7 @@ static void adopt_claimed(dn_spool *s, gone_list *list, key_map *map, dn_buf *bu
     adoption_free(&a);
     if (!listed) return;
     if (s->current_fd >= 0 && s->dirty) {
-        if (!sync_data(s->current_fd)) {
+        if (!dn_os_sync_data(s->current_fd)) {
             set_error(s, "cannot sync %s: %s", s->dir, strerror(errno));
             return;
         }
@@ -1136,7 +1050,7 @@ static void adopt_claimed(dn_spool *s, gone_list *list, key_map *map, dn_buf *bu
         remove_gone_writer(s, &list->writers[i]);
         removed = true;
     }
-    if (removed) sync_folder(s->dir_fd);
+    if (removed) dn_os_sync_folder(s->dir_fd);
 }
 
 static void adopt_gone_writers(dn_spool *s)
@@ -1187,7 +1101,7 @@ static bool create_own_lock(dn_spool *s)
             return false;
         }
         static const char hex[] = "0123456789abcdef";
-        int n = snprintf(s->writer, sizeof s->writer, "%ld-", (long)getpid());
+        int n = snprintf(s->writer, sizeof s->writer, "%lu-", dn_process_id());
         if (n <= 0 || (size_t)n + 2 * sizeof random >= sizeof s->writer) {
             set_error(s, "writer name too long");
             return false;
@@ -1201,18 +1115,17 @@ static bool create_own_lock(dn_spool *s)
             set_error(s, "writer name too long");
             return false;
         }
-        int fd = open_at(s->dir_fd, name, O_RDWR | O_CREAT | O_EXCL, 0600);
+        int fd = dn_os_open_at(s->dir_fd, name, DN_OS_WRITE | DN_OS_CREATE_NEW);
         if (fd < 0) {
             if (errno == EEXIST) continue;
             set_error(s, "cannot create %s/%s: %s", s->dir, name, strerror(errno));
             return false;
         }
-        struct stat st;
-        if (lock_now(fd) && fstat(fd, &st) == 0 && st.st_nlink > 0) {
+        if (dn_os_lock_now(fd) && dn_os_file_linked(fd)) {
             s->lock_fd = fd;
             return true;
         }
-        close(fd);
+        dn_os_close(fd);
     }
     set_error(s, "cannot take a writer lock in %s", s->dir);
     return false;
@@ -1220,12 +1133,12 @@ static bool create_own_lock(dn_spool *s)
 
 static void spool_free(dn_spool *s)
 {
-    if (s->current_fd >= 0) close(s->current_fd);
+    if (s->current_fd >= 0) dn_os_close(s->current_fd);
     forget_read_fd(s);
     /* close, never flock(LOCK_UN): after a fork the lock's open file description is
      * shared with the parent, and unlocking would release the parent's lock. */
-    if (s->lock_fd >= 0) close(s->lock_fd);
-    if (s->dir_fd >= 0) close(s->dir_fd);
+    if (s->lock_fd >= 0) dn_os_close(s->lock_fd);
+    if (s->dir_fd >= 0) dn_os_close(s->dir_fd);
     dn_buf_free(&s->scratch);
     free(s->pending);
     free(s->segments);
@@ -1264,14 +1177,12 @@ dn_spool *dn_spool_open(const dn_spool_options *options, char *err, size_t err_s
     s->last_sync_ms = dn_mono_ms();
     dn_buf_init(&s->scratch);
 
-    if (!make_folders(s->dir)) {
+    if (!dn_os_make_folders(s->dir)) {
         snprintf(err, err_size, "cannot create %s: %s", s->dir, strerror(errno));
         spool_free(s);
         return NULL;
     }
-    int fd;
-    do fd = open(s->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    while (fd < 0 && errno == EINTR);
+    int fd = dn_os_open_folder(s->dir);
     if (fd < 0) {
         snprintf(err, err_size, "cannot open %s: %s", s->dir, strerror(errno));
         spool_free(s);
@@ -1380,7 +1291,7 @@ static void remove_oldest_segment(dn_spool *s)
     char name[FILE_NAME_MAX];
     segment *oldest = &s->segments[0];
     if (s->read_seq == oldest->seq) forget_read_fd(s);
-    if (segment_name(name, s->writer, oldest->seq) && unlinkat(s->dir_fd, name, 0) != 0 &&
+    if (segment_name(name, s->writer, oldest->seq) && !dn_os_remove_at(s->dir_fd, name) &&
         errno != ENOENT) {
         set_error(s, "cannot remove %s/%s: %s", s->dir, name, strerror(errno));
         return;
@@ -1423,7 +1334,7 @@ static void compact_oldest_segment(dn_spool *s)
         count_live(s, e->seq, e->size, true);
     }
     if (s->dirty) {
-        if (!sync_data(s->current_fd)) {
+        if (!dn_os_sync_data(s->current_fd)) {
             set_error(s, "cannot sync %s: %s", s->dir, strerror(errno));
             return;
         }
@@ -1449,7 +1360,7 @@ static bool reclaim_segments(dn_spool *s)
         if (s->segment_count == 1 && s->roll_needed && s->segments[0].live_events == 0) {
             remove_oldest_segment(s);
             if (s->segment_count == 0) {
-                close(s->current_fd);
+                dn_os_close(s->current_fd);
                 s->current_fd = -1;
                 s->dirty = false;
             }
@@ -1470,7 +1381,7 @@ int64_t dn_spool_tick(dn_spool *s, int64_t now_ms)
 {
     if (s->sync == DN_SPOOL_SYNC_INTERVAL && s->dirty && s->current_fd >= 0 &&
         now_ms - s->last_sync_ms >= s->interval_ms) {
-        if (sync_data(s->current_fd))
+        if (dn_os_sync_data(s->current_fd))
             s->dirty = false;
         else
             set_error(s, "cannot sync %s: %s", s->dir, strerror(errno));
@@ -1506,8 +1417,8 @@ static void remove_own_files(dn_spool *s)
 {
     char name[FILE_NAME_MAX];
     for (size_t i = 0; i < s->segment_count; i++)
-        if (segment_name(name, s->writer, s->segments[i].seq)) unlinkat(s->dir_fd, name, 0);
-    if (lock_name(name, s->writer)) unlinkat(s->dir_fd, name, 0);
+        if (segment_name(name, s->writer, s->segments[i].seq)) dn_os_remove_at(s->dir_fd, name);
+    if (lock_name(name, s->writer)) dn_os_remove_at(s->dir_fd, name);
 }
 
 void dn_spool_close(dn_spool *s)
@@ -1516,7 +1427,7 @@ void dn_spool_close(dn_spool *s)
     if (dn_spool_pending(s) == 0)
         remove_own_files(s);
     else if (s->current_fd >= 0 && s->dirty)
-        sync_data(s->current_fd);
+        dn_os_sync_data(s->current_fd);
     spool_free(s);
 }
 

@@ -1,17 +1,12 @@
 #include "transport.h"
 #include "ids.h"
-#include "process.h"
+#include "os.h"
 
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <fcntl.h>
-#include <sys/epoll.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
-static pthread_once_t global_init_once = PTHREAD_ONCE_INIT;
+static dn_once global_init_once = DN_ONCE_INIT;
 static bool global_init_ok;
 
 static void global_init(void)
@@ -21,29 +16,29 @@ static void global_init(void)
 
 bool dn_transport_global_init(void)
 {
-    pthread_once(&global_init_once, global_init);
+    dn_once_run(&global_init_once, global_init);
     return global_init_ok;
 }
 
 /* Handles a forked child inherited from its parent's transfers and could not free
  * safely (see dn_slot_release_inherited): kept reachable here, on purpose, for the
  * life of the process. */
-static pthread_mutex_t inherited_lock = PTHREAD_MUTEX_INITIALIZER;
+static dn_mutex inherited_lock = DN_MUTEX_INIT;
 static void **inherited_handles;
 static size_t inherited_count;
 
 static void keep_inherited(void *handle)
 {
-    pthread_mutex_lock(&inherited_lock);
+    dn_mutex_lock(&inherited_lock);
     void **grown = realloc(inherited_handles, (inherited_count + 1) * sizeof *grown);
     if (grown) {
         inherited_handles = grown;
         inherited_handles[inherited_count++] = handle;
     }
-    pthread_mutex_unlock(&inherited_lock);
+    dn_mutex_unlock(&inherited_lock);
 }
 
-/* What the epoll set holds for each descriptor, indexed by its number. A finished
+/* What the poller's set holds for each descriptor, indexed by its number. A finished
  * transfer's connection goes back to curl's pool, and curl stops watching it (REMOVE)
  * only to watch it again (IN) for the next event moments later: taking it out of the
  * set and putting it back cost two epoll_ctl calls per event, the largest piece of
@@ -52,17 +47,17 @@ static void keep_inherited(void *handle)
  * is unwanted leaves the set when no transfer is running, so an idle host is never
  * woken for it. */
 enum {
-    SOCKET_IN = 1,     /* in the set for reading */
-    SOCKET_OUT = 2,    /* in the set for writing */
-    SOCKET_WANTED = 4, /* curl watches it now */
-    SOCKET_OURS = 8,   /* opened by open_socket: its close comes through close_socket */
+    SOCKET_IN = DN_POLL_IN,   /* in the set for reading */
+    SOCKET_OUT = DN_POLL_OUT, /* in the set for writing */
+    SOCKET_WANTED = 4,        /* curl watches it now */
+    SOCKET_OURS = 8,          /* opened by open_socket: its close comes through close_socket */
 };
 #define SOCKET_IN_SET (SOCKET_IN | SOCKET_OUT)
 
 /* The state of fd, growing the table when asked; NULL when fd is out of reach. */
 static uint8_t *socket_state(dn_transport *t, curl_socket_t fd, bool grow)
 {
-    if (fd < 0) return NULL;
+    if (fd == CURL_SOCKET_BAD) return NULL;
     size_t index = (size_t)fd;
     if (index >= t->socket_state_len) {
         if (!grow) return NULL;
@@ -79,8 +74,8 @@ static uint8_t *socket_state(dn_transport *t, curl_socket_t fd, bool grow)
 
 static void leave_set(dn_transport *t, curl_socket_t fd, uint8_t *state)
 {
-    /* EBADF or ENOENT here only mean it had already gone. */
-    if (!state || (*state & SOCKET_IN_SET)) epoll_ctl(t->epoll_fd, EPOLL_CTL_DEL, fd, NULL);
+    if (!state || (*state & SOCKET_IN_SET))
+        dn_poller_watch(t->poller, fd, state ? *state & SOCKET_IN_SET : SOCKET_IN_SET, 0);
     if (state) *state &= SOCKET_OURS;
 }
 
@@ -92,18 +87,7 @@ static bool watch_socket(dn_transport *t, curl_socket_t fd, int what)
     if (what == CURL_POLL_IN || what == CURL_POLL_INOUT) want |= SOCKET_IN;
     if (what == CURL_POLL_OUT || what == CURL_POLL_INOUT) want |= SOCKET_OUT;
     uint8_t in_set = *state & SOCKET_IN_SET;
-    if (in_set != want) {
-        struct epoll_event ev = {.data.fd = fd};
-        if (want & SOCKET_IN) ev.events |= EPOLLIN;
-        if (want & SOCKET_OUT) ev.events |= EPOLLOUT;
-        int first = in_set ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
-        if (epoll_ctl(t->epoll_fd, first, fd, &ev) != 0) {
-            /* The table and the set disagree (a descriptor curl closed without us, its
-             * number reused): the other operation then fits. */
-            int second = in_set ? EPOLL_CTL_ADD : EPOLL_CTL_MOD;
-            if (epoll_ctl(t->epoll_fd, second, fd, &ev) != 0) return false;
-        }
-    }
+    if (in_set != want && !dn_poller_watch(t->poller, fd, in_set, want)) return false;
     *state = (uint8_t)((*state & SOCKET_OURS) | want | SOCKET_WANTED);
     return true;
 }
@@ -137,17 +121,17 @@ static curl_socket_t open_socket(void *userp, curlsocktype purpose, struct curl_
     dn_transport *t = userp;
     if (t->socket_count == t->socket_cap) {
         size_t cap = t->socket_cap ? t->socket_cap * 2 : 16;
-        int *grown = realloc(t->sockets, cap * sizeof *grown);
+        curl_socket_t *grown = realloc(t->sockets, cap * sizeof *grown);
         if (!grown) return CURL_SOCKET_BAD;
         t->sockets = grown;
         t->socket_cap = cap;
     }
     /* Close-on-exec: a host that execs (nginx's binary upgrade) must not carry them. */
-    int fd = socket(address->family, address->socktype | SOCK_CLOEXEC, address->protocol);
-    if (fd < 0) return CURL_SOCKET_BAD;
+    curl_socket_t fd = dn_os_socket_open(address->family, address->socktype, address->protocol);
+    if (fd == CURL_SOCKET_BAD) return CURL_SOCKET_BAD;
     uint8_t *state = socket_state(t, fd, true);
     if (!state) {
-        close(fd);
+        dn_os_socket_close(fd);
         return CURL_SOCKET_BAD;
     }
     *state = SOCKET_OURS;
@@ -171,7 +155,7 @@ static int close_socket(void *userp, curl_socket_t fd)
         leave_set(t, fd, state);
         *state = 0;
     }
-    return close(fd);
+    return dn_os_socket_close(fd);
 }
 
 static int on_socket(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
@@ -199,11 +183,11 @@ bool dn_transport_init(dn_transport *t)
     memset(t, 0, sizeof *t);
     t->fork_generation = dn_fork_generation();
     t->timer_due_ms = -1;
-    t->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
-    t->multi = t->epoll_fd >= 0 ? curl_multi_init() : NULL;
+    t->poller = dn_poller_new();
+    t->multi = t->poller ? curl_multi_init() : NULL;
     if (!t->multi) {
-        if (t->epoll_fd >= 0) close(t->epoll_fd);
-        t->epoll_fd = -1;
+        dn_poller_free(t->poller);
+        t->poller = NULL;
         return false;
     }
     curl_multi_setopt(t->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
@@ -216,11 +200,11 @@ bool dn_transport_init(dn_transport *t)
 void dn_transport_cleanup(dn_transport *t)
 {
     if (t->multi) curl_multi_cleanup(t->multi);
-    if (t->epoll_fd >= 0) close(t->epoll_fd);
+    dn_poller_free(t->poller);
     free(t->sockets);
     free(t->socket_states);
     t->multi = NULL;
-    t->epoll_fd = -1;
+    t->poller = NULL;
     t->sockets = NULL;
     t->socket_states = NULL;
     t->socket_state_len = 0;
@@ -236,20 +220,18 @@ void dn_transport_detach_inherited(dn_transport *t)
     /* Every copy of a parent's socket now writes to /dev/null: freeing the inherited
      * handles below may say goodbye on a connection (a TLS close_notify, an HTTP/2
      * GOAWAY), which must not reach the parent's peer. */
-    int null_fd = open("/dev/null", O_RDWR | O_CLOEXEC);
     for (size_t i = 0; i < t->socket_count; i++) {
-        if (null_fd < 0 || dup3(null_fd, t->sockets[i], O_CLOEXEC) < 0) {
+        if (!dn_os_socket_silence(t->sockets[i])) {
             /* Cannot be made harmless: keep the handles and their descriptors. */
             t->keep_inherited = true;
         }
     }
-    if (null_fd >= 0) close(null_fd);
-    /* The epoll set is shared with the parent across fork: we only drop our
-     * reference to it, and curl must not tell it anything more. */
+    /* An epoll set is shared with the parent across fork: we only drop our reference
+     * to it, and curl must not tell it anything more. */
     curl_multi_setopt(t->multi, CURLMOPT_SOCKETFUNCTION, NULL);
     curl_multi_setopt(t->multi, CURLMOPT_TIMERFUNCTION, NULL);
-    close(t->epoll_fd);
-    t->epoll_fd = -1;
+    dn_poller_free(t->poller);
+    t->poller = NULL;
 }
 
 bool dn_transport_renew(dn_transport *t)
@@ -261,7 +243,8 @@ bool dn_transport_renew(dn_transport *t)
     }
     /* What is left are copies curl did not close: ours to close, the parent's
      * connections are unaffected. */
-    for (size_t i = 0; i < t->socket_count && !t->keep_inherited; i++) close(t->sockets[i]);
+    for (size_t i = 0; i < t->socket_count && !t->keep_inherited; i++)
+        dn_os_socket_close(t->sockets[i]);
     free(t->sockets);
     free(t->socket_states);
     return dn_transport_init(t);
@@ -494,11 +477,11 @@ void dn_slot_release_inherited(dn_transport *t, dn_slot *slot)
 /* Lets curl act on every ready socket and on its timeout, without waiting. */
 static void drive(dn_transport *t)
 {
-    struct epoll_event ready[64];
+    dn_poll_event ready[64];
     int running = 0;
-    int n = epoll_wait(t->epoll_fd, ready, (int)(sizeof ready / sizeof ready[0]), 0);
+    int n = dn_poller_ready(t->poller, ready, (int)(sizeof ready / sizeof ready[0]), 0);
     for (int i = 0; i < n; i++) {
-        curl_socket_t fd = ready[i].data.fd;
+        curl_socket_t fd = ready[i].fd;
         uint8_t *state = socket_state(t, fd, false);
         if (state && !(*state & SOCKET_WANTED)) {
             /* A pooled connection curl is not watching: it checks the connection
@@ -507,9 +490,9 @@ static void drive(dn_transport *t)
             continue;
         }
         int mask = 0;
-        if (ready[i].events & EPOLLIN) mask |= CURL_CSELECT_IN;
-        if (ready[i].events & EPOLLOUT) mask |= CURL_CSELECT_OUT;
-        if (ready[i].events & (EPOLLERR | EPOLLHUP)) mask |= CURL_CSELECT_ERR;
+        if (ready[i].events & DN_POLL_IN) mask |= CURL_CSELECT_IN;
+        if (ready[i].events & DN_POLL_OUT) mask |= CURL_CSELECT_OUT;
+        if (ready[i].events & DN_POLL_ERR) mask |= CURL_CSELECT_ERR;
         curl_multi_socket_action(t->multi, fd, mask, &running);
     }
     if (t->timer_due_ms >= 0 && t->timer_due_ms <= dn_mono_ms()) {
@@ -556,8 +539,8 @@ void dn_transport_wait(dn_transport *t, int timeout_ms)
 {
     if (timeout_ms < 0) timeout_ms = 0;
     /* Level-triggered: what this reports is reported again to the next drive(). */
-    struct epoll_event ready;
-    epoll_wait(t->epoll_fd, &ready, 1, timeout_ms);
+    dn_poll_event ready;
+    dn_poller_ready(t->poller, &ready, 1, timeout_ms);
 }
 
 long dn_transport_timeout_ms(const dn_transport *t, int64_t now_ms)
@@ -568,5 +551,5 @@ long dn_transport_timeout_ms(const dn_transport *t, int64_t now_ms)
 
 int dn_transport_fd(const dn_transport *t)
 {
-    return t->epoll_fd;
+    return dn_poller_fd(t->poller);
 }

@@ -5,6 +5,7 @@
 #define DN_TRANSPORT_H
 
 #include "buf.h"
+#include "os.h"
 #include "queue.h"
 
 #include <curl/curl.h>
@@ -59,20 +60,20 @@ typedef struct dn_slot {
 } dn_slot;
 
 /* curl is driven with curl_multi_socket_action: it tells us which sockets to watch
- * and when its next timeout falls, we keep the sockets in an epoll set. A pump asks
- * that set (without waiting) which sockets are ready, so its cost follows the work to
- * do, and a host with an event loop can watch the one epoll descriptor instead of
- * pumping blindly. */
+ * and when its next timeout falls, we keep the sockets in a poller's set (os.h). A
+ * pump asks that set (without waiting) which sockets are ready, so its cost follows
+ * the work to do, and on Linux a host with an event loop can watch the one epoll
+ * descriptor instead of pumping blindly. */
 typedef struct dn_transport {
     CURLM *multi;
     unsigned fork_generation; /* the process generation the multi handle belongs to */
     size_t attached;          /* easy handles currently in the multi handle */
     size_t slots_open;        /* easy handles made (dn_slot_open) and not closed */
-    int epoll_fd;
-    int64_t timer_due_ms; /* curl's next timeout, monotonic; -1 when it has none */
-    int *sockets;         /* every socket curl opened and has not closed */
+    dn_poller *poller;
+    int64_t timer_due_ms;   /* curl's next timeout, monotonic; -1 when it has none */
+    curl_socket_t *sockets; /* every socket curl opened and has not closed */
     size_t socket_count, socket_cap;
-    uint8_t *socket_states; /* per descriptor number: what the epoll set holds (transport.c) */
+    uint8_t *socket_states; /* per descriptor number: what the set holds (transport.c) */
     size_t socket_state_len;
     bool keep_inherited; /* after fork: the parent's handles cannot be freed safely */
 } dn_transport;
@@ -102,7 +103,8 @@ void dn_transport_perform(dn_transport *t, dn_attempt_done_fn on_done, void *ud)
 void dn_transport_wait(dn_transport *t, int timeout_ms);
 /* Milliseconds until curl's next timeout, -1 when it has none. */
 long dn_transport_timeout_ms(const dn_transport *t, int64_t now_ms);
-/* The epoll descriptor: readable whenever a transfer has something to do. */
+/* The epoll descriptor, readable whenever a transfer has something to do; -1 where
+ * the poller has no descriptor (dn_poller_fd). */
 int dn_transport_fd(const dn_transport *t);
 
 bool dn_slot_open(dn_slot *slot, dn_transport *t, void *owner, const dn_transport_options *options);

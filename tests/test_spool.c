@@ -1,6 +1,6 @@
 /* The durable spool: record format, adoption of gone writers, torn and corrupt tails,
  * limits, write failures, locking across fork, space reclamation, and kill -9. */
-#include "process.h"
+#include "os.h"
 #include "spool.h"
 #include "folders.h"
 #include "spool_format.h"
