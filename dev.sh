@@ -13,7 +13,7 @@ PACKAGES=(
   lua-cjson libcurl4-openssl-dev
   lua-busted lua-socket lua-curl wrk lua-luv luarocks
   nginx-light libnginx-mod-http-lua openssl curl
-  love
+  love gcc-mingw-w64-x86-64 wine64 dpkg-dev xz-utils
 )
 
 missing_packages() {
@@ -39,11 +39,11 @@ install_missing() {
   apt-get install -y -qq $missing >/dev/null
 }
 
-# The test build: the module for Lua 5.4 plus every other Lua, sanitized, fuzzers and
-# the valgrind run.
+# The test build: the module for Lua 5.4 plus every other Lua, sanitized, fuzzers, the
+# valgrind run, and the Windows build run under Wine.
 configure() {
   cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDUKANEXT_SANITIZE=ON \
-    -DDUKANEXT_ALL_LUAS=ON -DDUKANEXT_FUZZ=ON -DDUKANEXT_VALGRIND=ON >/dev/null
+    -DDUKANEXT_ALL_LUAS=ON -DDUKANEXT_FUZZ=ON -DDUKANEXT_VALGRIND=ON -DDUKANEXT_WINDOWS=ON >/dev/null
 }
 
 case "${1:-}" in
