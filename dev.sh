@@ -13,7 +13,7 @@ PACKAGES=(
   lua-cjson libcurl4-openssl-dev
   lua-busted lua-socket lua-curl wrk lua-luv luarocks
   nginx-light libnginx-mod-http-lua openssl curl
-  love gcc-mingw-w64-x86-64 wine64 dpkg-dev xz-utils
+  love gcc-mingw-w64-x86-64 wine wine64 dpkg-dev xz-utils
 )
 
 missing_packages() {
@@ -40,10 +40,12 @@ install_missing() {
 }
 
 # The test build: the module for Lua 5.4 plus every other Lua, sanitized, fuzzers, the
-# valgrind run, and the Windows build run under Wine.
+# valgrind run, the portable module (the code paths of macOS and the BSDs), and the
+# Windows build run under Wine.
 configure() {
   cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDUKANEXT_SANITIZE=ON \
-    -DDUKANEXT_ALL_LUAS=ON -DDUKANEXT_FUZZ=ON -DDUKANEXT_VALGRIND=ON -DDUKANEXT_WINDOWS=ON >/dev/null
+    -DDUKANEXT_ALL_LUAS=ON -DDUKANEXT_FUZZ=ON -DDUKANEXT_VALGRIND=ON \
+    -DDUKANEXT_PORTABLE=ON -DDUKANEXT_WINDOWS=ON >/dev/null
 }
 
 case "${1:-}" in

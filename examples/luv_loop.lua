@@ -1,7 +1,10 @@
 -- A host with its own event loop (luv, libuv's Lua binding): dukanext is pumped only
 -- when there is something to do, never on a fixed tick. The loop watches two things:
 --   dn.poll_fd()       a descriptor (epoll) that turns readable when a transfer's
---                      socket has work: connected, answer arrived, ...
+--                      socket has work: connected, answer arrived, ... nil where
+--                      the OS has no single one (Windows, macOS, the BSDs): there
+--                      next_timeout() alone wakes the loop, at most 0.01 s apart
+--                      while a transfer runs.
 --   dn.next_timeout()  seconds until a pump is due whatever the descriptor says (a
 --                      queued event, a retry, curl's own timeouts), nil when idle.
 -- After every pump and every emit the timer is set again from next_timeout().
@@ -28,7 +31,8 @@ dn.configure({
 
 -- The glue: one poll handle on dukanext's descriptor, one timer, one function.
 local pumps = 0
-local poll = uv.new_poll(dn.poll_fd())
+local fd = dn.poll_fd()
+local poll = fd and uv.new_poll(fd)
 local timer = uv.new_timer()
 local on_idle -- the application's: called when nothing is left to deliver
 
@@ -52,10 +56,12 @@ local function emit(event, metadata, fields)
   return ok, err
 end
 
-poll:start("r", function(err)
-  if err then io.stderr:write("analytics: poll: " .. tostring(err) .. "\n") end
-  pump_and_rearm()
-end)
+if poll then
+  poll:start("r", function(err)
+    if err then io.stderr:write("analytics: poll: " .. tostring(err) .. "\n") end
+    pump_and_rearm()
+  end)
+end
 
 -- The application: one event every 100 ms, then quit once they are delivered.
 local emitted = 0
@@ -69,7 +75,7 @@ end)
 
 function on_idle()
   if emitted == event_count then
-    for _, h in ipairs({ app, timer, poll }) do h:close() end
+    for _, h in ipairs({ app, timer, poll }) do h:close() end -- poll last: it may be nil
   end
 end
 

@@ -11,12 +11,10 @@
 
 #include <math.h>
 #include <stdarg.h>
-#include <stdatomic.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #define HUB_KEY       "dukanext.hub"
 #define HUB_MT        "dukanext.hub"
@@ -125,8 +123,13 @@ static const char *error_text(lua_State *L, int idx)
  * to be seen in a log without flooding it. */
 static void warn_insecure_once(const char *endpoint)
 {
-    static atomic_flag warned = ATOMIC_FLAG_INIT;
-    if (atomic_flag_test_and_set(&warned)) return;
+    static dn_mutex lock = DN_MUTEX_INIT;
+    static bool warned;
+    dn_mutex_lock(&lock);
+    bool first = !warned;
+    warned = true;
+    dn_mutex_unlock(&lock);
+    if (!first) return;
     warn("TLS verification is off (insecure = true)", endpoint ? endpoint : "(no endpoint yet)");
 }
 
@@ -789,7 +792,7 @@ static bool is_reserved_header(const char *name)
         "connection",   "idempotency-key", "x-dukanext-attempt", NULL,
     };
     for (size_t i = 0; reserved[i]; i++)
-        if (strcasecmp(name, reserved[i]) == 0) return true;
+        if (curl_strequal(name, reserved[i])) return true;
     return false;
 }
 
@@ -828,7 +831,7 @@ static const char *endpoint_problem(const char *url, size_t len)
     if (curl_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK) {
         problem = "is not a valid URL";
     } else if (curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
-               (strcasecmp(scheme, "http") != 0 && strcasecmp(scheme, "https") != 0)) {
+               (!curl_strequal(scheme, "http") && !curl_strequal(scheme, "https"))) {
         problem = "must be an http:// or https:// URL";
     } else if (curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK || !host || !*host) {
         problem = "has no host";
@@ -1540,12 +1543,16 @@ static int module_pump(lua_State *L)
 }
 
 /* For hosts with their own event loop: a descriptor that is readable whenever a
- * transfer has something to do... */
+ * transfer has something to do (nil where the OS has no single one to give)... */
 static int module_poll_fd(lua_State *L)
 {
     hub_box *hb = upvalue_hub(L);
     dn_hub_check_fork(hb->hub);
-    lua_pushinteger(L, dn_transport_fd(&hb->hub->transport));
+    int fd = dn_transport_fd(&hb->hub->transport);
+    if (fd < 0)
+        lua_pushnil(L);
+    else
+        lua_pushinteger(L, fd);
     return 1;
 }
 
@@ -1698,12 +1705,16 @@ static void push_cjson(lua_State *L)
 }
 
 /* The only symbol the module exports; everything else is hidden. */
-__attribute__((visibility("default"))) int luaopen_dukanext(lua_State *L);
+DN_EXPORT int luaopen_dukanext(lua_State *L);
+
+/* An address inside the module, to pin it by (a function's would not convert to a data
+ * pointer in ISO C). */
+static const char module_anchor;
 
 int luaopen_dukanext(lua_State *L)
 {
     if (!dn_transport_global_init()) return luaL_error(L, "dukanext: cannot initialise libcurl");
-    dn_pin_module((void *)luaopen_dukanext);
+    dn_pin_module(&module_anchor);
     int base = lua_gettop(L);
     hub_box *hb = push_hub(L);
     push_cjson(L);

@@ -51,6 +51,21 @@ typedef pthread_mutex_t dn_mutex;
 #define DN_THREAD_LOCAL _Thread_local
 #endif
 
+/* What the loaded module shows its host: luaopen_dukanext alone. */
+#ifdef _WIN32
+#define DN_EXPORT __declspec(dllexport)
+#else
+#define DN_EXPORT __attribute__((visibility("default")))
+#endif
+
+/* Lets GCC and clang check a printf-like function's arguments; MSVC has no such check. */
+#if defined(__GNUC__) || defined(__clang__)
+#define DN_PRINTF_LIKE(format_index, first_arg)                                                    \
+    __attribute__((format(printf, format_index, first_arg)))
+#else
+#define DN_PRINTF_LIKE(format_index, first_arg)
+#endif
+
 /* Threads: run once per process, and a lock for the few process-wide tables. */
 void dn_once_run(dn_once *once, void (*fn)(void));
 void dn_mutex_lock(dn_mutex *m);
@@ -73,10 +88,10 @@ unsigned long dn_process_id(void);
  * when it differs. */
 unsigned dn_fork_generation(void);
 
-/* Keeps the shared object holding `symbol` (and so libcurl) mapped for the life of the
+/* Keeps the shared object holding `address` (and so libcurl) mapped for the life of the
  * process, even when the Lua state that loaded it closes and asks to unload it: a
  * detached resolver thread or the fork handler may still run our code. */
-void dn_pin_module(void *symbol);
+void dn_pin_module(const void *address);
 
 /* Files. Created files are readable and writable by their owner only (0600). */
 
@@ -111,7 +126,8 @@ bool dn_os_sync_folder(int dir_fd);
 /* The folder holding path. */
 bool dn_os_sync_parent_folder(const char *path);
 
-/* Replaces `to` with `from` in one step: readers see the old file or the new one. */
+/* Replaces `to` with `from` in one step: readers see the old file or the new one. On
+ * Windows it fails (EACCES) while another process holds `to` open. */
 bool dn_os_replace(const char *from, const char *to);
 bool dn_os_remove(const char *path);
 bool dn_os_remove_at(int dir_fd, const char *name);

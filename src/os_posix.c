@@ -77,12 +77,12 @@ unsigned long dn_process_id(void)
     return (unsigned long)getpid();
 }
 
-void dn_pin_module(void *symbol)
+void dn_pin_module(const void *address)
 {
     Dl_info info;
     /* RTLD_NOLOAD only takes another reference to what is loaded; RTLD_NODELETE makes
      * that reference permanent. The handle is deliberately never closed. */
-    if (dladdr(symbol, &info) && info.dli_fname)
+    if (dladdr(address, &info) && info.dli_fname)
         (void)dlopen(info.dli_fname, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE);
 }
 

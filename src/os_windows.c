@@ -101,12 +101,12 @@ unsigned dn_fork_generation(void)
     return 0;
 }
 
-void dn_pin_module(void *symbol)
+void dn_pin_module(const void *address)
 {
     HMODULE module;
     /* The pinned module stays loaded until the process ends, whatever FreeLibrary says. */
     GetModuleHandleExW(GET_MODULE_HANDLE_EX_FLAG_FROM_ADDRESS | GET_MODULE_HANDLE_EX_FLAG_PIN,
-                       (LPCWSTR)symbol, &module);
+                       (LPCWSTR)address, &module);
 }
 
 /* Errors: Win32's reasons told in errno, as the POSIX side does. */
@@ -323,14 +323,36 @@ bool dn_os_file_size(int fd, uint64_t *size)
     return true;
 }
 
+static bool same_file(HANDLE a, HANDLE b)
+{
+    BY_HANDLE_FILE_INFORMATION x, y;
+    return GetFileInformationByHandle(a, &x) && GetFileInformationByHandle(b, &y) &&
+           x.dwVolumeSerialNumber == y.dwVolumeSerialNumber &&
+           x.nFileIndexHigh == y.nFileIndexHigh && x.nFileIndexLow == y.nFileIndexLow;
+}
+
 /* A removed file whose handles are still open stays "delete pending" until the last
- * closes: it has no name anyone can open any more. */
+ * closes, or (Wine) loses its name at once: either way, its path no longer opens the
+ * same file. */
 bool dn_os_file_linked(int fd)
 {
+    HANDLE h = handle_of(fd);
     FILE_STANDARD_INFO info;
-    if (!GetFileInformationByHandleEx(handle_of(fd), FileStandardInfo, &info, sizeof info))
+    if (!GetFileInformationByHandleEx(h, FileStandardInfo, &info, sizeof info))
         return fail_with_last_error();
-    return !info.DeletePending && info.NumberOfLinks > 0;
+    if (info.DeletePending || info.NumberOfLinks == 0) return false;
+    DWORD len = GetFinalPathNameByHandleW(h, NULL, 0, FILE_NAME_NORMALIZED);
+    wchar_t *path = len ? malloc((size_t)len * sizeof *path) : NULL;
+    DWORD got = path ? GetFinalPathNameByHandleW(h, path, len, FILE_NAME_NORMALIZED) : 0;
+    HANDLE by_name = INVALID_HANDLE_VALUE;
+    if (got > 0 && got < len)
+        by_name = CreateFileW(path, 0, FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE, NULL,
+                              OPEN_EXISTING, FILE_FLAG_BACKUP_SEMANTICS, NULL);
+    free(path);
+    if (by_name == INVALID_HANDLE_VALUE) return false;
+    bool linked = same_file(h, by_name);
+    CloseHandle(by_name);
+    return linked;
 }
 
 uint64_t dn_os_file_size_limit(void)
@@ -365,6 +387,8 @@ bool dn_os_sync_parent_folder(const char *path)
     return true;
 }
 
+/* Unlike rename(2), MoveFileExW fails (EACCES) while another process holds `to` open,
+ * whatever sharing mode it chose. */
 bool dn_os_replace(const char *from, const char *to)
 {
     wchar_t *wide_from = wide_from_utf8(from);
@@ -456,6 +480,14 @@ int dn_os_open_folder(const char *path)
     free(wide);
     if (h == INVALID_HANDLE_VALUE) {
         fail_with_last_error();
+        return -1;
+    }
+    /* The flag opens a file as well. */
+    BY_HANDLE_FILE_INFORMATION info;
+    if (!GetFileInformationByHandle(h, &info) ||
+        !(info.dwFileAttributes & FILE_ATTRIBUTE_DIRECTORY)) {
+        CloseHandle(h);
+        errno = ENOTDIR;
         return -1;
     }
     int fd = _open_osfhandle((intptr_t)h, _O_RDONLY);

@@ -266,7 +266,7 @@ static void append_u64(dn_buf *b, uint64_t v)
     dn_buf_append(b, bytes, sizeof bytes);
 }
 
-__attribute__((format(printf, 2, 3))) static void set_error(dn_spool *s, const char *fmt, ...)
+DN_PRINTF_LIKE(2, 3) static void set_error(dn_spool *s, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);

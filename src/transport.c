@@ -545,8 +545,13 @@ void dn_transport_wait(dn_transport *t, int timeout_ms)
 
 long dn_transport_timeout_ms(const dn_transport *t, int64_t now_ms)
 {
-    if (t->attached == 0 || t->timer_due_ms < 0) return -1;
-    return t->timer_due_ms > now_ms ? (long)(t->timer_due_ms - now_ms) : 0;
+    if (t->attached == 0) return -1;
+    /* Where no descriptor can wake the host, this timeout is its only wake-up while
+     * transfers wait on the network. */
+    long unwatched = dn_poller_fd(t->poller) < 0 ? DN_TRANSPORT_UNWATCHED_MS : -1;
+    if (t->timer_due_ms < 0) return unwatched;
+    long due = t->timer_due_ms > now_ms ? (long)(t->timer_due_ms - now_ms) : 0;
+    return unwatched >= 0 && unwatched < due ? unwatched : due;
 }
 
 int dn_transport_fd(const dn_transport *t)

@@ -101,7 +101,10 @@ void dn_transport_perform(dn_transport *t, dn_attempt_done_fn on_done, void *ud)
 /* Waits until a socket is ready or timeout_ms passes (the caller caps timeout_ms with
  * dn_transport_timeout_ms). */
 void dn_transport_wait(dn_transport *t, int timeout_ms);
-/* Milliseconds until curl's next timeout, -1 when it has none. */
+/* Milliseconds until curl's next timeout, -1 when it has none. Without a descriptor to
+ * watch (dn_transport_fd is -1), at most DN_TRANSPORT_UNWATCHED_MS while a transfer
+ * runs: a host that sleeps until then looks at its sockets that often. */
+#define DN_TRANSPORT_UNWATCHED_MS 10
 long dn_transport_timeout_ms(const dn_transport *t, int64_t now_ms);
 /* The epoll descriptor, readable whenever a transfer has something to do; -1 where
  * the poller has no descriptor (dn_poller_fd). */
