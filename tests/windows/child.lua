@@ -70,6 +70,17 @@ function steps.deliver()
   report(dn.flush(30))
 end
 
+-- What a host event loop gets here: no descriptor, and when the next pump is due.
+function steps.host_loop()
+  dn.configure(options())
+  say("poll_fd", dn.poll_fd())
+  say("idle_timeout", dn.next_timeout())
+  assert(dn.emit("windows_host_loop"))
+  say("timeout_after_emit", dn.next_timeout())
+  report(dn.flush(30))
+  say("timeout_after_flush", dn.next_timeout())
+end
+
 -- flush(1) against a server that accepts and does not answer: the time it took, by
 -- the C runtime's clock (wall time since the process started, on Windows).
 function steps.deadline()

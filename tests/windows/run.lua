@@ -244,6 +244,15 @@ case("retry after 503, then delivery", function()
   equal(list[1].body, list[2].body, "body of the retry")
 end)
 
+case("poll_fd() is nil; next_timeout() says when a pump is due", function()
+  local r = run_child("host_loop", collector.url)
+  equal("nil", r.poll_fd, "poll_fd()")
+  equal("nil", r.idle_timeout, "next_timeout() with nothing pending")
+  equal(0, tonumber(r.timeout_after_emit), "next_timeout() after emit")
+  equal("1", r.sent, "sent")
+  equal("nil", r.timeout_after_flush, "next_timeout() after flush")
+end)
+
 case("flush(1) keeps its deadline against a server that accepts and never answers", function()
   -- The kernel completes the handshake for the listening socket; nothing reads or answers.
   local server = assert(socket.bind("127.0.0.1", 0))
