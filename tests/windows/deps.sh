@@ -42,7 +42,7 @@ if have "${RESULTS[@]}" && [ -e "$PREFIX/.runtime-done" ]; then
   exit 0
 fi
 
-log() { echo "deps.sh: $*"; }
+log() { echo "deps.sh: $*" >&2; }
 
 # apt-get source needs a deb-src entry; Debian's images ship only deb lines.
 ensure_deb_src() {
@@ -67,7 +67,7 @@ Suites: bookworm-security
 Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 EOF
-  apt-get update -qq
+  apt-get update -qq >&2
 }
 
 # source_dir PACKAGE: the unpacked, Debian-patched source of PACKAGE, fetched once.
@@ -83,9 +83,9 @@ source_dir() {
   echo "$dir"
 }
 
-# Lua's own makefile builds only a static interpreter for mingw in the form we want
-# under other names, so the DLL is linked here: every core and library unit into
-# lua54.dll with its import library, then lua.exe against it.
+# Debian's patches send every rule of Lua's makefile through libtool, for Linux, so the
+# DLL is linked here as upstream's mingw target does: every core and library unit into
+# lua54.dll (LUA_BUILD_AS_DLL) with its import library, then lua.exe against it.
 build_lua54() {
   have bin/lua.exe bin/lua54.dll lib/liblua54.dll.a include/lua5.4/lua.h && return 0
   log "building Lua 5.4"
