@@ -270,7 +270,7 @@ end)
 -- it when no ca_file is given), so the case gives ca_file: curl then checks the chain
 -- against it and the name, with CertGetCertificateChain, which Wine does. curl 7.88's
 -- Schannel matches DNS names only, so the URL says localhost, not 127.0.0.1.
-case("TLS through Schannel with ca_file: the collector's CA trusted, another CA refused", function()
+case("TLS through Schannel with ca_file: the collector's CA trusted, another CA refused unless insecure", function()
   local url = collector.tls_url:gsub("//127%.0%.0%.1:", "//localhost:")
   local trusted = run_child("tls", url, nil, 1, "windows_tls", collector.ca_file)
   equal("", trusted.errors, "errors with the collector's CA")
@@ -285,6 +285,11 @@ case("TLS through Schannel with ca_file: the collector's CA trusted, another CA 
   equal("1", refused.failed, "failed with another CA")
   equal("TLS_ERROR", refused.errors, "error with another CA")
   equal(0, #requests_for("windows_tls_untrusted"), "events sent to an untrusted server")
+
+  -- insecure = true: verification off, asked for in so many words.
+  local insecure = run_child("tls", url, nil, 0, "windows_tls_insecure", other_ca)
+  equal("1", insecure.sent, "sent with insecure = true")
+  equal(1, #wait_requests_for("windows_tls_insecure", 1), "events with insecure = true")
 end)
 
 case("the spool survives kill -9 of the process; the next one replays every acknowledged event", function()
