@@ -141,7 +141,8 @@ build_cjson() {
 }
 
 # libcurl through its CMake build: Schannel for TLS, HTTP and HTTPS only, none of the
-# optional libraries dukanext has no use for (zlib, brotli, nghttp2, idn, psl, ssh).
+# optional libraries dukanext has no use for (zlib, brotli, nghttp2, idn, psl, ssh). A
+# unity build (a few large units instead of ~150) compiles in about a quarter of the time.
 build_curl() {
   have bin/libcurl-4.dll lib/libcurl-4.dll.a include/curl/curl.h && return 0
   log "building libcurl (Schannel)"
@@ -149,7 +150,7 @@ build_curl() {
   src=$(source_dir curl)
   out="$CACHE/build/curl"
   cmake -S "$src" -B "$out" -DCMAKE_TOOLCHAIN_FILE="$TOOLCHAIN" \
-    -DCMAKE_BUILD_TYPE=Release -DCMAKE_INSTALL_PREFIX="$PREFIX" \
+    -DCMAKE_BUILD_TYPE=Release -DCMAKE_INSTALL_PREFIX="$PREFIX" -DCMAKE_UNITY_BUILD=ON \
     -DLIBCURL_OUTPUT_NAME=libcurl-4 -DBUILD_SHARED_LIBS=ON -DBUILD_CURL_EXE=OFF \
     -DBUILD_TESTING=OFF -DENABLE_MANUAL=OFF -DPICKY_COMPILER=OFF -DCURL_ENABLE_EXPORT_TARGET=ON \
     -DCURL_USE_SCHANNEL=ON -DCURL_USE_OPENSSL=OFF -DCURL_WINDOWS_SSPI=OFF \
