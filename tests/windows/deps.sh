@@ -135,7 +135,7 @@ build_cjson() {
   # (OpenResty's LuaJIT exports it), so that fallback is left out.
   sed 's/^#if !defined(LUA_VERSION_NUM) || LUA_VERSION_NUM < 502$/#if 0/' \
     "$src/lua_cjson.c" >"$out/lua_cjson.c"
-  $CC -O2 -shared -I"$include" -I"$src" -o "$out/cjson.dll" \
+  $CC -O2 -w -shared -I"$include" -I"$src" -o "$out/cjson.dll" \
     "$out/lua_cjson.c" "$src/strbuf.c" "$src/fpconv.c" "$implib"
   cp "$out/cjson.dll" "$PREFIX/lib/lua/$version/"
 }
