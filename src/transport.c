@@ -54,7 +54,8 @@ enum {
 };
 #define SOCKET_IN_SET (SOCKET_IN | SOCKET_OUT)
 
-/* The state of fd, growing the table when asked; NULL when fd is out of reach. */
+/* The state of fd, growing the table when asked; NULL when fd is out of reach. A
+ * Windows SOCKET is a handle, a small multiple of 4: its table is only sparser. */
 static uint8_t *socket_state(dn_transport *t, curl_socket_t fd, bool grow)
 {
     if (fd == CURL_SOCKET_BAD) return NULL;
