@@ -25,6 +25,7 @@ TEST_PACKAGES=(
   luajit2 libluajit2-5.1-dev
   lua-busted lua-curl wrk lua-luv luarocks
   openssl curl
+  love gcc-mingw-w64-x86-64 wine wine64 dpkg-dev xz-utils
 )
 PACKAGES=("${DEMO_PACKAGES[@]}" "${TEST_PACKAGES[@]}")
 
@@ -54,11 +55,12 @@ install_missing() {
 }
 
 # The test build: the module for Lua 5.4 plus every other Lua, sanitized, fuzzers, the
-# valgrind run and the portable module (the code paths of macOS and the BSDs).
+# valgrind run, the portable module (the code paths of macOS and the BSDs), and the
+# Windows build run under Wine.
 configure_test() {
   cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBUILD_TESTING=ON \
     -DDUKANEXT_SANITIZE=ON -DDUKANEXT_ALL_LUAS=ON -DDUKANEXT_FUZZ=ON -DDUKANEXT_VALGRIND=ON \
-    -DDUKANEXT_PORTABLE=ON >/dev/null
+    -DDUKANEXT_PORTABLE=ON -DDUKANEXT_WINDOWS=ON >/dev/null
 }
 
 # The demo build: the plain module for Lua 5.4, no tests (busted, clang and the other

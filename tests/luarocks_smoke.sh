@@ -75,6 +75,53 @@ print(("luarocks_smoke: %s: dukanext %s from %s and %s: delivered"):format(
   lua_version, dn._VERSION, so, helper))
 EOF
 
+# The rockspec as LuaRocks reads it: lint, then the sources each platform resolves to
+# (platform tables merged as LuaRocks merges them, least specific first) are every C
+# file of src/ but the other OS families' seams.
+luarocks lint "$repo/rockspec/dukanext-scm-1.rockspec"
+lua5.1 - "$repo" <<'EOF_PLATFORMS'
+local repo = ...
+local util = require("luarocks.core.util")
+local want_os = {
+  linux = { "src/os_linux.c", "src/os_posix.c" },
+  macosx = { "src/os_portable.c", "src/os_posix.c" },
+  freebsd = { "src/os_portable.c", "src/os_posix.c" },
+  windows = { "src/os_windows.c" },
+}
+local platforms = {
+  linux = { "unix", "linux" },
+  macosx = { "unix", "bsd", "macosx" },
+  freebsd = { "unix", "bsd", "freebsd" },
+  windows = { "windows", "win32", "mingw32" },
+}
+local core = {}
+for file in io.popen("cd " .. repo .. " && ls src/*.c"):lines() do
+  if not file:find("^src/os_") then core[#core + 1] = file end
+end
+for name, order in pairs(platforms) do
+  local spec = {}
+  assert(setfenv(assert(loadfile(repo .. "/rockspec/dukanext-scm-1.rockspec")), spec))()
+  for _, p in ipairs(order) do
+    if spec.build.platforms[p] then util.deep_merge(spec.build, spec.build.platforms[p]) end
+  end
+  -- The builtin type lists the sources; the command type names them in its one call.
+  local got = {}
+  if spec.build.type == "builtin" then
+    for _, f in ipairs(spec.build.modules.dukanext.sources) do got[#got + 1] = f end
+  else
+    for f in spec.build.install_command:gmatch("src/[%w_]+%.c") do got[#got + 1] = f end
+  end
+  local want = {}
+  for _, f in ipairs(core) do want[#want + 1] = f end
+  for _, f in ipairs(want_os[name]) do want[#want + 1] = f end
+  table.sort(got)
+  table.sort(want)
+  assert(table.concat(got, " ") == table.concat(want, " "), name .. " builds " .. table.concat(got, " ")
+    .. "\nwant " .. table.concat(want, " "))
+end
+print("luarocks_smoke: the rockspec lints, and each platform builds the core and its OS seam")
+EOF_PLATFORMS
+
 # Tells LuaRocks that the lua-cjson rock is there: Debian's package provides it.
 cjson_version=$(dpkg-query -W -f='${Version}' lua-cjson 2>/dev/null | sed 's/[+~-].*//')
 printf 'rocks_provided = { ["lua-cjson"] = "%s-1" }\n' "${cjson_version:-2.1.0}" >"$work/config.lua"
