@@ -123,22 +123,27 @@ bool dn_queue_push_retry(dn_queue *q, dn_event *e)
     return true;
 }
 
-static dn_event *retry_heap_pop(dn_queue *q)
+/* Puts e at place i of the retry heap, moving it down past every earlier-due child. */
+static void retry_heap_sift_down(dn_queue *q, size_t i, dn_event *e)
 {
-    dn_event *top = q->retry_heap[0];
-    dn_event *last = q->retry_heap[--q->retry_len];
-    size_t i = 0;
     for (;;) {
         size_t child = 2 * i + 1;
         if (child >= q->retry_len) break;
         if (child + 1 < q->retry_len &&
             q->retry_heap[child + 1]->due_ms < q->retry_heap[child]->due_ms)
             child++;
-        if (last->due_ms <= q->retry_heap[child]->due_ms) break;
+        if (e->due_ms <= q->retry_heap[child]->due_ms) break;
         q->retry_heap[i] = q->retry_heap[child];
         i = child;
     }
-    if (q->retry_len > 0) q->retry_heap[i] = last;
+    q->retry_heap[i] = e;
+}
+
+static dn_event *retry_heap_pop(dn_queue *q)
+{
+    dn_event *top = q->retry_heap[0];
+    dn_event *last = q->retry_heap[--q->retry_len];
+    if (q->retry_len > 0) retry_heap_sift_down(q, 0, last);
     return top;
 }
 
@@ -170,21 +175,8 @@ int64_t dn_queue_next_due(const dn_queue *q)
 /* Restores the heap order of the whole retry heap, bottom up. */
 static void retry_heap_build(dn_queue *q)
 {
-    for (size_t top = q->retry_len / 2; top-- > 0;) {
-        dn_event *e = q->retry_heap[top];
-        size_t i = top;
-        for (;;) {
-            size_t child = 2 * i + 1;
-            if (child >= q->retry_len) break;
-            if (child + 1 < q->retry_len &&
-                q->retry_heap[child + 1]->due_ms < q->retry_heap[child]->due_ms)
-                child++;
-            if (e->due_ms <= q->retry_heap[child]->due_ms) break;
-            q->retry_heap[i] = q->retry_heap[child];
-            i = child;
-        }
-        q->retry_heap[i] = e;
-    }
+    for (size_t top = q->retry_len / 2; top-- > 0;)
+        retry_heap_sift_down(q, top, q->retry_heap[top]);
 }
 
 static void take_out(dn_queue *q, dn_event *e, dn_event ***tail)
